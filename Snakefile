@@ -1,0 +1,42 @@
+# Training language models to explain their own computations (Li et al., 2025), as one workflow.
+# Entry point: `snakemake --cores all` (offline default config.yaml), or a table target such as
+# `snakemake results/table1.csv --cores all` once it exists. See README.md.
+
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+# The library lives in lib/introspect. It is pip-installed in the project's .venv; putting it on the
+# path here as well lets a job find it in any environment (a conda env on a cluster, a SLURM job).
+LIB = str(Path(workflow.basedir) / "lib")
+sys.path.insert(0, LIB)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (LIB, os.getenv("PYTHONPATH")) if p))
+
+from introspect.config import ConfigError, check_config
+
+
+configfile: "config.yaml"
+
+
+try:
+    check_config(config, schema_path=Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+include: "rules/common.smk"
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+
+include: "rules/models.smk"
+
+
+rule all:
+    # Until the table targets exist, the workflow's finished products are the materialised models.
+    input:
+        materialised_models(),
+    default_target: True

@@ -1,0 +1,121 @@
+"""Configuration checks that run before any job: JSON schema, then cross-references between keys.
+
+Errors name the key path (``models.gemma3-270m.n_layers``) and what is allowed, so a typo stops the
+run at start-up instead of an hour into it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonschema
+import yaml
+
+from introspect.models import ModelSpec
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem found, one per line."""
+
+    def __init__(self, problems: Iterable[str]):
+        self.problems = list(problems)
+        super().__init__(
+            "invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        )
+
+
+def _key_path(path: Iterable[Any]) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line for a schema error: the key path, what was wrong, what is allowed."""
+    where = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        keys = ", ".join(f"{where}.{k}" if error.absolute_path else k for k in extra)
+        return f"{keys}: unknown key; allowed here: {', '.join(allowed)}"
+    if error.validator == "enum":
+        return f"{where}: {error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "type":
+        return f"{where}: {error.instance!r} is not of type {error.validator_value}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        return _describe(best) if best is not error else f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def schema_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    return [_describe(e) for e in errors]
+
+
+def reference_problems(config: dict[str, Any]) -> list[str]:
+    """Cross-key checks the schema cannot express: model names, tokenizer sources, model fields."""
+    problems: list[str] = []
+    models = config.get("models", {})
+    for name, entry in models.items():
+        try:
+            spec = ModelSpec.from_config(name, entry)
+        except (TypeError, ValueError) as err:
+            problems.append(str(err))
+            continue
+        if spec.source == "gguf_wheel" and not (spec.package and spec.file):
+            problems.append(f"models.{name}: a gguf_wheel model needs `package` and `file`")
+        if spec.source == "hf" and not spec.repo_id:
+            problems.append(f"models.{name}.repo_id: required for an hf model")
+        if spec.source == "random":
+            if not spec.architecture:
+                problems.append(f"models.{name}.architecture: required for a random model")
+            if not spec.tokenizer:
+                problems.append(f"models.{name}.tokenizer: required for a random model")
+            elif spec.tokenizer not in models:
+                problems.append(
+                    f"models.{name}.tokenizer: {spec.tokenizer!r} is not a model in the registry "
+                    f"(known: {', '.join(sorted(models))})"
+                )
+            elif models[spec.tokenizer].get("source") == "random":
+                problems.append(
+                    f"models.{name}.tokenizer: {spec.tokenizer!r} is itself a random model; "
+                    "name a gguf_wheel or hf model"
+                )
+            if spec.hidden_size % spec.n_heads:
+                problems.append(
+                    f"models.{name}.hidden_size: {spec.hidden_size} is not divisible by n_heads {spec.n_heads}"
+                )
+            if spec.n_heads % spec.n_kv_heads:
+                problems.append(
+                    f"models.{name}.n_kv_heads: {spec.n_kv_heads} does not divide n_heads {spec.n_heads}"
+                )
+    for i, name in enumerate(config.get("materialise", {}).get("models", [])):
+        if name not in models:
+            problems.append(
+                f"materialise.models[{i}]: {name!r} is not a model in the registry (known: {', '.join(sorted(models))})"
+            )
+    return problems
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Validate `config`; raise :class:`ConfigError` listing every problem, else return it unchanged."""
+    problems = schema_problems(config, load_schema(schema_path))
+    if not problems:  # cross-references only make sense once the shapes are right
+        problems = reference_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def model_specs(config: dict[str, Any]) -> dict[str, ModelSpec]:
+    return {name: ModelSpec.from_config(name, entry) for name, entry in config["models"].items()}

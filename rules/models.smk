@@ -1,0 +1,50 @@
+# Model materialisation: every registry entry becomes an HF folder under resources/ (DESIGN section 2).
+
+
+rule materialise_tokenizer:
+    """Save a gguf_wheel/hf model's tokenizer (with the registry's chat template) as an HF folder."""
+    output:
+        directory("resources/tokenizers/{model}"),
+    params:
+        spec=lambda wc: tokenizer_spec(wc.model),
+    log:
+        "logs/materialise_tokenizer/{model}.log",
+    benchmark:
+        "benchmarks/materialise_tokenizer/{model}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/materialise_tokenizer.py"
+
+
+rule materialise_model:
+    """Convert (gguf_wheel), download (hf) or build (random) a model into resources/models/{model}."""
+    input:
+        tokenizer=lambda wc: tokenizer_dir(wc.model),
+    output:
+        directory("resources/models/{model}"),
+    params:
+        spec=lambda wc: model_spec(wc.model),
+        check_prompt=config["materialise"]["check_prompt"],
+        logits_atol=config["materialise"]["logits_atol"],
+    log:
+        "logs/materialise_model/{model}.log",
+    benchmark:
+        "benchmarks/materialise_model/{model}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=stage_gpus("materialise"),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/materialise_model.py"
+
+
+rule models:
+    """Materialise the models listed in materialise.models."""
+    input:
+        materialised_models(),

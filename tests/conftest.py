@@ -1,0 +1,75 @@
+"""Shared test helpers: the repository paths, a Snakemake runner, and the smoke workflow run once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = BIN / "snakemake"
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def test_env(**extra: str) -> dict[str, str]:
+    """Environment for workflow runs in tests: offline hubs, the venv's tools on PATH."""
+    env = dict(os.environ)
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update(extra)
+    return env
+
+
+def run_snakemake(workdir: Path, *args: str, configfile: Path | None = SMOKE, timeout: int = 900,
+                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the workflow in `workdir` (results, resources and logs land there, not in the repository)."""
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    cmd += list(args)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or test_env())
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def write_config(path: Path, base: Path, edit) -> Path:
+    """Write a copy of config `base` to `path` after `edit(config_dict)` changed it."""
+    config = yaml.safe_load(base.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The smoke config's targets, built once per test session; returns the working directory."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    proc = run_snakemake(workdir)
+    assert proc.returncode == 0, output_of(proc)[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
+    """SmolLM2's real tokenizer (with its chat template), read from the shipped GGUF."""
+    from introspect.config import model_specs
+    from introspect.models import materialise_tokenizer
+
+    specs = model_specs(yaml.safe_load(SMOKE.read_text()))
+    return materialise_tokenizer(specs["smollm2-135m"].tokenizer_spec(), tmp_path_factory.mktemp("tok") / "smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer_dir(tmp_path_factory) -> Path:
+    """Gemma-3's real tokenizer with the registry's chat template, read from the shipped GGUF chunks."""
+    from introspect.config import model_specs
+    from introspect.models import materialise_tokenizer
+
+    specs = model_specs(yaml.safe_load(SMOKE.read_text()))
+    return materialise_tokenizer(specs["gemma3-270m"].tokenizer_spec(), tmp_path_factory.mktemp("tok") / "gemma3-270m")

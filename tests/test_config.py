@@ -1,0 +1,97 @@
+"""The config schema and cross-reference checks reject bad configs with messages that name the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from introspect.config import ConfigError, check_config
+from conftest import REPO
+
+SHIPPED = ["config.yaml", "configs/smoke.yaml", "configs/paper.yaml"]
+
+
+def load(name: str = "configs/smoke.yaml") -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_are_valid(name):
+    config = load(name)
+    assert check_config(copy.deepcopy(config)) == config
+
+
+def problems_of(config: dict) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        check_config(config)
+    return info.value.problems
+
+
+def test_wrong_type_names_the_key_path():
+    config = load()
+    config["models"]["tiny-gemma3"]["n_layers"] = "two"
+    assert problems_of(config) == ["models.tiny-gemma3.n_layers: 'two' is not of type integer"]
+
+
+def test_unknown_key_names_the_key_and_the_allowed_ones():
+    config = load()
+    config["compute"]["devise"] = "cpu"
+    [problem] = problems_of(config)
+    assert problem.startswith("compute.devise: unknown key")
+    assert "device" in problem and "gpus" in problem
+
+
+def test_unknown_top_level_key():
+    config = load()
+    config["tabels"] = {}
+    [problem] = problems_of(config)
+    assert problem.startswith("tabels: unknown key")
+
+
+def test_unknown_model_source_lists_the_allowed_ones():
+    config = load()
+    config["models"]["smollm2-135m"]["source"] = "ollama"
+    [problem] = problems_of(config)
+    assert problem.startswith("models.smollm2-135m.source: 'ollama' is not one of")
+    assert "gguf_wheel" in problem and "hf" in problem and "random" in problem
+
+
+def test_unknown_device():
+    config = load()
+    config["compute"]["device"] = "gpu"
+    assert problems_of(config) == ["compute.device: 'gpu' is not one of ['auto', 'cpu', 'cuda']"]
+
+
+def test_unknown_model_name_in_materialise_list():
+    config = load()
+    config["materialise"]["models"].append("llama-9b")
+    [problem] = problems_of(config)
+    assert problem.startswith("materialise.models[2]: 'llama-9b' is not a model in the registry")
+
+
+def test_random_model_needs_a_real_tokenizer_source():
+    config = load()
+    config["models"]["tiny-smollm2"]["tokenizer"] = "smollm3"
+    config["models"]["tiny-gemma3"]["tokenizer"] = "tiny-smollm2"
+    problems = problems_of(config)
+    assert any(p.startswith("models.tiny-smollm2.tokenizer: 'smollm3' is not a model") for p in problems)
+    assert any(p.startswith("models.tiny-gemma3.tokenizer: 'tiny-smollm2' is itself a random model") for p in problems)
+
+
+def test_random_model_shape_checks():
+    config = load()
+    config["models"]["tiny-gemma3"]["hidden_size"] = 81
+    [problem] = problems_of(config)
+    assert problem.startswith("models.tiny-gemma3.hidden_size: 81 is not divisible by n_heads 4")
+
+
+def test_every_problem_is_reported_at_once():
+    config = load()
+    config["seed"] = "zero"
+    config["compute"]["device"] = "tpu"
+    del config["materialise"]["logits_atol"]
+    problems = problems_of(config)
+    assert len(problems) == 3
+    assert "seed: 'zero' is not of type integer" in problems
