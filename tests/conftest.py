@@ -27,10 +27,10 @@ def test_env(**extra: str) -> dict[str, str]:
 def run_snakemake(workdir: Path, *args: str, configfile: Path | None = SMOKE, timeout: int = 900,
                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the workflow in `workdir` (results, resources and logs land there, not in the repository)."""
-    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir)]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
-    cmd += list(args)
+    cmd += ["--cores", "2", *args]  # after --configfile, which would swallow a positional target
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or test_env())
 
 

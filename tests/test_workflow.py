@@ -1,0 +1,102 @@
+"""The workflow end to end on the smoke config: builds, lints, re-runs only what changed, rejects bad configs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SMOKE, output_of, run_snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def planned_jobs(text: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count} (empty when there is nothing to do)."""
+    jobs: dict[str, int] = {}
+    match = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal\s+\d+", text, re.S)
+    if match:
+        for line in match.group(1).splitlines():
+            rule, count = line.split()
+            jobs[rule] = int(count)
+    return jobs
+
+
+def test_smoke_targets_are_built(smoke_run):
+    for name, layers, hidden, arch in [("tiny-smollm2", 4, 64, "llama"), ("tiny-gemma3", 2, 80, "gemma3_text")]:
+        info = json.loads((smoke_run / "resources/models" / name / "introspect.json").read_text())
+        assert (info["n_layers"], info["hidden_size"], info["architecture"]) == (layers, hidden, arch)
+        assert info["has_chat_template"]
+        assert (smoke_run / "resources/models" / name / "model.safetensors").stat().st_size > 1e6
+        assert "job finished" in (smoke_run / f"logs/materialise_model/{name}.log").read_text()
+        assert (smoke_run / f"benchmarks/materialise_model/{name}.tsv").exists()
+
+
+def test_up_to_date_workflow_has_nothing_to_do(smoke_run):
+    proc = run_snakemake(smoke_run, "-n")
+    assert proc.returncode == 0, output_of(proc)
+    assert planned_jobs(output_of(proc)) == {}
+    assert "Nothing to be done" in output_of(proc)
+
+
+def test_editing_one_model_reruns_only_that_model(smoke_run, tmp_path):
+    def edit(config):
+        config["models"]["tiny-gemma3"]["seed"] = 2
+
+    edited = write_config(tmp_path / "edited.yaml", SMOKE, edit)
+    dry = run_snakemake(smoke_run, "-n", configfile=edited)
+    assert dry.returncode == 0, output_of(dry)
+    assert planned_jobs(output_of(dry)) == {"materialise_model": 1, "all": 1}
+    assert "output: resources/models/tiny-gemma3" in output_of(dry)
+    assert "Params have changed" in output_of(dry)
+
+    untouched = smoke_run / "resources/models/tiny-smollm2/model.safetensors"
+    before = (untouched.stat().st_mtime_ns, (smoke_run / "resources/models/tiny-gemma3/model.safetensors").read_bytes())
+    proc = run_snakemake(smoke_run, configfile=edited)
+    assert proc.returncode == 0, output_of(proc)
+    assert untouched.stat().st_mtime_ns == before[0]
+    assert (smoke_run / "resources/models/tiny-gemma3/model.safetensors").read_bytes() != before[1]
+
+    # and back: the original config re-runs that one job again, nothing else
+    dry = run_snakemake(smoke_run, "-n")
+    assert planned_jobs(output_of(dry)) == {"materialise_model": 1, "all": 1}
+    assert run_snakemake(smoke_run).returncode == 0
+
+
+def test_lint_is_clean(tmp_path):
+    proc = run_snakemake(tmp_path, "--lint", configfile=REPO / "config.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    assert "Congratulations, your workflow is in a good condition!" in output_of(proc)
+    assert "Lints for" not in output_of(proc)
+
+
+@pytest.mark.parametrize("config", ["config.yaml", "configs/smoke.yaml", "configs/paper.yaml"])
+def test_dag_resolves_offline(config, tmp_path):
+    """Every shipped config's DAG resolves with no network (HF_HUB_OFFLINE is set by run_snakemake)."""
+    proc = run_snakemake(tmp_path, "-n", configfile=REPO / config)
+    assert proc.returncode == 0, output_of(proc)
+    jobs = planned_jobs(output_of(proc))
+    assert jobs["materialise_model"] == {"config.yaml": 2, "configs/smoke.yaml": 2, "configs/paper.yaml": 6}[config]
+
+
+def test_paper_config_plans_hub_downloads_without_gpus(tmp_path):
+    proc = run_snakemake(tmp_path, "-n", "resources/models/llama-3.1-70b", configfile=REPO / "configs/paper.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    assert planned_jobs(output_of(proc)) == {"materialise_tokenizer": 1, "materialise_model": 1}
+    assert "gpu=0" in output_of(proc)
+
+
+def test_bad_config_stops_before_any_job(tmp_path):
+    def edit(config):
+        config["models"]["tiny-gemma3"]["n_layers"] = "two"
+        config["compute"]["device"] = "tpu"
+
+    bad = write_config(tmp_path / "bad.yaml", SMOKE, edit)
+    proc = run_snakemake(tmp_path, configfile=bad)
+    text = output_of(proc)
+    assert proc.returncode != 0
+    assert "models.tiny-gemma3.n_layers: 'two' is not of type integer" in text
+    assert "compute.device: 'tpu' is not one of ['auto', 'cpu', 'cuda']" in text
+    assert "Job stats" not in text and not (tmp_path / "resources").exists()
