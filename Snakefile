@@ -31,12 +31,14 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
+    target="|".join(map(re.escape, MODELS)),
 
 include: "rules/models.smk"
+include: "rules/patching.smk"
 
 
 rule all:
-    # Until the table targets exist, the workflow's finished products are the materialised models.
+    # Every paper target the active config defines.
     input:
-        materialised_models(),
+        paper_targets(),
     default_target: True

@@ -30,6 +30,32 @@ def materialised_models():
     return [model_dir(name) for name in config["materialise"]["models"]]
 
 
+def paper_targets():
+    """The tables and figures the active config defines (rule all)."""
+    targets = []
+    if config.get("patching"):
+        targets += ["results/table6.csv"]
+    return targets or materialised_models()
+
+
 def stage_gpus(stage):
     """GPUs a job of `stage` asks the scheduler for (config compute.gpus; 0 when not listed)."""
     return int(config["compute"].get("gpus", {}).get(stage, 0))
+
+
+def patching_targets():
+    return list(config.get("patching", {}).get("targets", {}))
+
+
+def patching_target(name):
+    return config["patching"]["targets"][name]
+
+
+def patching_chunks(name):
+    """The layer blocks of a target: explicit `chunks`, else n_chunks equal contiguous blocks."""
+    from introspect.patching import layer_chunks
+
+    entry = patching_target(name)
+    if "chunks" in entry:
+        return [list(chunk) for chunk in entry["chunks"]]
+    return [list(c) for c in layer_chunks(MODELS[name].n_layers, config["patching"]["n_chunks"])]

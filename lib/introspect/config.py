@@ -104,6 +104,28 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
             problems.append(
                 f"materialise.models[{i}]: {name!r} is not a model in the registry (known: {', '.join(sorted(models))})"
             )
+    patching = config.get("patching")
+    if patching:
+        for target, entry in patching["targets"].items():
+            if target not in models:
+                problems.append(
+                    f"patching.targets.{target}: not a model in the registry (known: {', '.join(sorted(models))})"
+                )
+                continue
+            depth = models[target]["n_layers"]
+            for i, chunk in enumerate(entry.get("chunks", [])):
+                past = [layer for layer in chunk if layer >= depth]
+                if past:
+                    problems.append(
+                        f"patching.targets.{target}.chunks[{i}]: layers {past} are past the model's depth "
+                        f"({depth} layers: 0..{depth - 1})"
+                    )
+            if "chunks" not in entry and patching["n_chunks"] > depth:
+                problems.append(f"patching.n_chunks: {patching['n_chunks']} chunks but {target} has {depth} layers")
+        facts = patching["facts"]
+        needs = {"files": "path", "hf": "dataset"}.get(facts["backend"])
+        if needs and needs not in facts:
+            problems.append(f"patching.facts.{needs}: required for backend {facts['backend']}")
     return problems
 
 

@@ -1,0 +1,81 @@
+"""Schemas of the Parquet tables passed between stages; checked when a table is written and when it is read.
+
+Every table is a plain Parquet file that polars, pyarrow and ``datasets.load_dataset("parquet", ...)`` read
+as it is. Column meanings:
+
+patching_pairs (results/patching/pairs.parquet) — counterfactual pairs (x, x'):
+  pair_id, relation_id, template ("{} is the capital of"), subject/object of x,
+  counterfactual_subject/counterfactual_object of x', options (the shared answer options, in prompt order).
+
+patching_sweep (results/patching/{target}/sweep.parquet) — one row per intervention:
+  pair_id, relation_id, subject, counterfactual_subject, orig_object, new_object,
+  prompt (x as the explainer sees it, no chat template), orig_pos (token index in the target's input),
+  counterfact_pos (aligned index in x'), token (decoded x_t), token_type (appendix E.2, or the token's own
+  text), chunk (index of the layer block), layers (the block's layers), original_continuation /
+  patched_continuation (decoded top-1 next token), has_changed, vector (v = mean over the block's layers
+  of h_{l,t'}(x'), float32, the target's hidden size).
+
+patching_dataset (results/patching/{target}/dataset.parquet) — the sweep's columns plus split
+  (train/test), after balancing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+VECTOR = "float32 array"  # a fixed-size Array(Float32, d) column, any d
+
+PATCHING_PAIRS = {
+    "pair_id": pl.Int64, "relation_id": pl.String, "template": pl.String, "subject": pl.String,
+    "object": pl.String, "counterfactual_subject": pl.String, "counterfactual_object": pl.String,
+    "options": pl.List(pl.String),
+}
+PATCHING_SWEEP = {
+    "pair_id": pl.Int64, "relation_id": pl.String, "subject": pl.String, "counterfactual_subject": pl.String,
+    "orig_object": pl.String, "new_object": pl.String, "prompt": pl.String, "orig_pos": pl.Int64,
+    "counterfact_pos": pl.Int64, "token": pl.String, "token_type": pl.String, "chunk": pl.Int64,
+    "layers": pl.List(pl.Int64), "original_continuation": pl.String, "patched_continuation": pl.String,
+    "has_changed": pl.Boolean, "vector": VECTOR,
+}
+PATCHING_DATASET = PATCHING_SWEEP | {"split": pl.String}
+
+TABLES = {"patching_pairs": PATCHING_PAIRS, "patching_sweep": PATCHING_SWEEP, "patching_dataset": PATCHING_DATASET}
+
+
+class SchemaError(ValueError):
+    """A table does not have the columns or types its stage promises."""
+
+
+def check_schema(df: pl.DataFrame, table: str, where: str | Path = "") -> pl.DataFrame:
+    """Raise :class:`SchemaError` naming every missing, extra or mistyped column."""
+    expected = TABLES[table]
+    problems = []
+    for name, dtype in expected.items():
+        if name not in df.columns:
+            problems.append(f"missing column {name!r}")
+        elif dtype == VECTOR:
+            actual = df.schema[name]
+            if not (isinstance(actual, pl.Array) and actual.inner == pl.Float32):
+                problems.append(f"column {name!r} is {actual}, expected a float32 array")
+        elif df.schema[name] != dtype:
+            problems.append(f"column {name!r} is {df.schema[name]}, expected {dtype}")
+    problems += [f"unexpected column {name!r}" for name in df.columns if name not in expected]
+    if problems:
+        raise SchemaError(f"{where or table}: not a valid {table} table: " + "; ".join(problems))
+    return df
+
+
+def write_table(df: pl.DataFrame, path: str | Path, table: str) -> Path:
+    """Validate and write a stage's table (columns in schema order)."""
+    check_schema(df, table, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.select(list(TABLES[table])).write_parquet(path)
+    return path
+
+
+def read_table(path: str | Path, table: str) -> pl.DataFrame:
+    """Read and validate a stage's table."""
+    return check_schema(pl.read_parquet(path), table, path)

@@ -1,0 +1,98 @@
+# Activation patching ground truth (paper section 2.3, appendix E.2): pairs -> sweep -> balanced dataset -> Table 6.
+
+
+rule patching_pairs:
+    """Draw counterfactual pairs (x, x') that share a relation and their answer options."""
+    output:
+        "results/patching/pairs.parquet",
+    params:
+        facts=config["patching"]["facts"],
+        n_pairs=config["patching"]["n_pairs"],
+        n_options=config["patching"]["n_options"],
+        seed=config["seed"],
+    log:
+        "logs/patching_pairs.log",
+    benchmark:
+        "benchmarks/patching_pairs.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/patching_pairs.py"
+
+
+rule patching_sweep:
+    """Patch every token position x layer chunk of every pair the target answers correctly."""
+    input:
+        model=lambda wc: model_dir(wc.target),
+        pairs="results/patching/pairs.parquet",
+    output:
+        sweep="results/patching/{target}/sweep.parquet",
+        stats="results/patching/{target}/sweep_stats.json",
+    params:
+        prompt_format=lambda wc: patching_target(wc.target)["prompt_format"],
+        chat=lambda wc: patching_target(wc.target)["chat"],
+        unknown_option=config["patching"].get("unknown_option", "unknown"),
+        require_correct=config["patching"].get("require_correct", True),
+        chunks=lambda wc: patching_chunks(wc.target),
+        batch_size=config["patching"]["batch_size"],
+        device=config["compute"]["device"],
+    log:
+        "logs/patching_sweep/{target}.log",
+    benchmark:
+        "benchmarks/patching_sweep/{target}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=stage_gpus("patching"),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/patching_sweep.py"
+
+
+rule patching_dataset:
+    """Split by pair into train/test and balance has-changed within each (token type, chunk) cell."""
+    input:
+        "results/patching/{target}/sweep.parquet",
+    output:
+        "results/patching/{target}/dataset.parquet",
+    params:
+        balance=config["patching"]["balance"],
+        seed=config["seed"],
+    log:
+        "logs/patching_dataset/{target}.log",
+    benchmark:
+        "benchmarks/patching_dataset/{target}.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/patching_dataset.py"
+
+
+rule table6:
+    """Counts per target x split x token type x layer chunk x has-changed (the paper's Table 6)."""
+    input:
+        datasets=expand("results/patching/{target}/dataset.parquet", target=patching_targets()),
+    output:
+        csv="results/table6.csv",
+        md="results/table6.md",
+    params:
+        targets=patching_targets(),
+    log:
+        "logs/table6.log",
+    benchmark:
+        "benchmarks/table6.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/table6.py"

@@ -1,0 +1,25 @@
+"""Snakemake wrapper: run the patching sweep of one target and write its table and statistics."""
+
+import json
+
+import torch
+
+from introspect.models import load_model, resolve_device
+from introspect.patching import SweepSettings, pairs_from_frame, patch_sweep, sweep_frame
+from introspect.runlog import logged
+from introspect.schemas import read_table, write_table
+
+with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
+    params = snakemake.params  # noqa: F821
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    model, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
+    pairs = pairs_from_frame(read_table(snakemake.input.pairs, "patching_pairs"))  # noqa: F821
+    settings = SweepSettings(params.prompt_format, params.chat, tuple(map(tuple, params.chunks)),
+                             params.batch_size, params.unknown_option, params.require_correct)
+    columns, stats = patch_sweep(pairs, model, tokenizer, settings)
+    write_table(sweep_frame(columns), snakemake.output.sweep, "patching_sweep")  # noqa: F821
+    stats["interventions"] = len(columns["pair_id"])
+    stats["changed"] = int(sum(columns["has_changed"]))
+    log.info("sweep statistics: %s", stats)
+    with open(snakemake.output.stats, "w") as out:  # noqa: F821
+        json.dump(stats, out, indent=2, sort_keys=True)
