@@ -8,8 +8,10 @@ MODELS = model_specs(config)
 
 
 def model_spec(name):
-    """The registry entry of a model as a plain dict; passed as params, so editing it re-runs its jobs."""
-    return MODELS[name].to_dict()
+    """The registry fields that shape a materialised model, as params (editing them re-runs its jobs)."""
+    spec = MODELS[name].to_dict()
+    spec.pop("instruct")  # how the model is prompted, not how it is built
+    return spec
 
 
 def tokenizer_spec(name):
@@ -35,6 +37,8 @@ def paper_targets():
     targets = []
     if config.get("patching"):
         targets += ["results/table6.csv"]
+        if config["patching"].get("explain"):
+            targets += ["results/table2.csv"]
     return targets or materialised_models()
 
 
@@ -59,3 +63,19 @@ def patching_chunks(name):
     if "chunks" in entry:
         return [list(chunk) for chunk in entry["chunks"]]
     return [list(c) for c in layer_chunks(MODELS[name].n_layers, config["patching"]["n_chunks"])]
+
+
+def explain_rows(task):
+    """(target, explainer, variant) rows of a task's explanation table."""
+    return [(r["target"], r["explainer"], r["variant"]) for r in config[task]["explain"]["rows"]]
+
+
+def trained_rows(task):
+    return [row for row in explain_rows(task) if row[2] != "untrained"]
+
+
+def explainer_projection(target, explainer, projection):
+    """auto: no projection when hidden sizes match, else a random Pi_l (the paper's default)."""
+    if projection != "auto":
+        return projection
+    return "none" if MODELS[target].hidden_size == MODELS[explainer].hidden_size else "random"

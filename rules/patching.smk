@@ -96,3 +96,97 @@ rule table6:
         "../envs/introspect.yaml"
     script:
         "../workflow_scripts/table6.py"
+
+
+rule patching_train:
+    """Fine-tune an explainer on one target's patching outcomes (appendix D prompts, continuous token)."""
+    input:
+        dataset="results/patching/{target}/dataset.parquet",
+        model=lambda wc: model_dir(wc.explainer),
+    output:
+        directory("results/patching/{target}/explainers/{explainer}/{variant}"),
+    params:
+        train=config["patching"]["explain"]["train"] if config.get("patching") else {},
+        projection=lambda wc: explainer_projection(
+            wc.target, wc.explainer, config["patching"]["explain"]["train"].get("projection", "auto")
+        ),
+        target_hidden=lambda wc: MODELS[wc.target].hidden_size,
+        chat=lambda wc: MODELS[wc.explainer].instruct,
+        seed=config["seed"],
+        device=config["compute"]["device"],
+    wildcard_constraints:
+        variant="trained|no_activation|no_layer|no_token",
+    log:
+        "logs/patching_train/{target}/{explainer}/{variant}.log",
+    benchmark:
+        "benchmarks/patching_train/{target}/{explainer}/{variant}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime=720,
+        gpu=stage_gpus("train"),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/patching_train.py"
+
+
+def patching_explainer_input(wc):
+    """A trained checkpoint, or the explainer's own model folder for the untrained baseline."""
+    if wc.variant == "untrained":
+        return model_dir(wc.explainer)
+    return f"results/patching/{wc.target}/explainers/{wc.explainer}/{wc.variant}"
+
+
+rule patching_predict:
+    """Explain the test split of one target with one explainer (greedy) and keep the raw outputs."""
+    input:
+        dataset="results/patching/{target}/dataset.parquet",
+        explainer=patching_explainer_input,
+    output:
+        "results/patching/{target}/predictions/{explainer}/{variant}.parquet",
+    params:
+        eval=config["patching"]["explain"]["eval"] if config.get("patching") else {},
+        target_hidden=lambda wc: MODELS[wc.target].hidden_size,
+        chat=lambda wc: MODELS[wc.explainer].instruct,
+        seed=config["seed"],
+        device=config["compute"]["device"],
+    log:
+        "logs/patching_predict/{target}/{explainer}/{variant}.log",
+    benchmark:
+        "benchmarks/patching_predict/{target}/{explainer}/{variant}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=stage_gpus("train"),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/patching_predict.py"
+
+
+rule table2:
+    """Exact match, has-changed F1 and content match per (target, explainer, variant), best by paired t-test."""
+    input:
+        predictions=[
+            f"results/patching/{t}/predictions/{e}/{v}.parquet" for t, e, v in explain_rows("patching")
+        ]
+        if config.get("patching")
+        else [],
+    output:
+        csv="results/table2.csv",
+        md="results/table2.md",
+    params:
+        rows=explain_rows("patching") if config.get("patching") else [],
+    log:
+        "logs/table2.log",
+    benchmark:
+        "benchmarks/table2.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/table2.py"

@@ -122,6 +122,14 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
                     )
             if "chunks" not in entry and patching["n_chunks"] > depth:
                 problems.append(f"patching.n_chunks: {patching['n_chunks']} chunks but {target} has {depth} layers")
+        for i, row in enumerate(patching.get("explain", {}).get("rows", [])):
+            for key in ("target", "explainer"):
+                if row[key] not in models:
+                    problems.append(f"patching.explain.rows[{i}].{key}: {row[key]!r} is not a model in the registry")
+            if row["target"] not in patching["targets"]:
+                problems.append(
+                    f"patching.explain.rows[{i}].target: {row['target']!r} is not one of patching.targets"
+                )
         facts = patching["facts"]
         needs = {"files": "path", "hf": "dataset"}.get(facts["backend"])
         if needs and needs not in facts:

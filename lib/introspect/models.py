@@ -50,6 +50,7 @@ class ModelSpec:
     n_layers: int
     hidden_size: int
     dtype: str = "float32"
+    instruct: bool = False  # an instruction-tuned chat model
     chat_template: str | None = None  # a name in introspect.chat_templates, for tokenizers without one
     # gguf_wheel
     package: str | None = None

@@ -64,6 +64,9 @@ def _batches(n: int, size: int, generator: torch.Generator) -> list[list[int]]:
 
 def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: TrainSettings) -> list[float]:
     """Fit `explainer` on `data`; returns the loss of every optimiser step."""
+    if len(data) == 0:
+        raise ValueError("no training examples: the train split is empty (check the balancing settings and the "
+                         "labels the data stage produced)")
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     explainer.train()

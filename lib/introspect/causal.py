@@ -1,0 +1,196 @@
+"""Explainer prompts, training examples and predictions for the causal tasks (paper appendix D, F.2, F.3).
+
+Activation patching: the explainer reads x, the patched token x_t, the layer block and the vector v, and
+answers "The most likely output would change to <<<X>>>." or "The output would remain unchanged from
+<<<X>>>." Ablations (Table 2) drop the vector, the layer or the token from the prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from typing import Sequence
+
+import polars as pl
+import torch
+
+from introspect.evaluation import causal_explanation
+from introspect.explainer import VECTOR_SLOT, Encoded, VectorExplainer, collate, encode
+from introspect.training import ExplainerData
+
+log = logging.getLogger(__name__)
+
+# Appendix D, activation patching: the five question templates, each with how it words the layer clause
+# and the preposition of the token clause. Fields: {vector} ([s] v [e]), {layer}, {token}, {text}; each
+# removable clause is its own field so that an ablation drops exactly that clause.
+PATCHING_PROMPTS = (
+    ("If feature{vector}{layer} is added{token} when processing the text <<<{text}>>>, how would the output change?",
+     " at layer {}", "to"),
+    ("When feature{vector}{layer} is added{token} in the input <<<{text}>>>, what happens to the model's output?",
+     " at layer {}", "at"),
+    ("Consider the input text: <<<{text}>>>. If we steer{layer} towards feature{vector}{token}, how does this "
+     "affect the generated continuation?", " layer {}", "at"),
+    ("Given the text <<<{text}>>>, what would be the effect on the output if feature{vector}{layer} is "
+     "added{token}?", " at layer {}", "to"),
+    ("If we steer towards feature{vector}{layer}{token} when processing <<<{text}>>>, how would the model's "
+     "response differ?", " at layer {}", "and"),
+)
+
+# Appendix F.2: the untrained baseline's prompt (same fields).
+PATCHING_UNTRAINED = (
+    "If feature{vector}{layer} is inserted{token} when processing the text <<<{text}>>>, how would the output "
+    "change?\nRespond with exactly one of the two options below, and nothing else:\n\n"
+    "The output would remain unchanged from <<<X>>>.\nThe output would change to <<<X>>>.\n\n"
+    "Replace X with the next token of the answer following the input. Make sure X is a *single* next token.\n\n"
+    "Example Outputs:\nThe output would remain unchanged from <<<Paris>>>.\nThe output would change to <<<doctor>>>.\n"
+    "The output would remain unchanged from <<<Apple>>>.\nThe output would change to <<<unknown>>>.",
+    " at layer {}", "into",
+)
+
+VARIANTS = ("trained", "no_activation", "no_layer", "no_token", "untrained")
+
+
+def patching_question(template: tuple[str, str, str], text: str, layer: str, token: str,
+                      variant: str = "trained") -> str:
+    """One explainer question; the variant decides which clauses stay (Table 2's ablations)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+    body, layer_clause, preposition = template
+    return body.format(
+        vector="" if variant == "no_activation" else f" {VECTOR_SLOT}",
+        layer="" if variant == "no_layer" else layer_clause.format(layer),
+        token="" if variant == "no_token" else f" {preposition} tokens {token!r}",
+        text=text,
+    )
+
+
+def patching_target_text(row: dict) -> str:
+    """The explanation the explainer learns for one sweep row."""
+    return causal_explanation(bool(row["has_changed"]), row["patched_continuation"].strip())
+
+
+def chunk_text(layers: Sequence[int]) -> str:
+    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
+
+
+def patching_examples(df: pl.DataFrame, tokenizer, variant: str, chat: bool, seed: int,
+                      with_targets: bool = True) -> ExplainerData:
+    """Encode dataset rows as explainer examples (one appendix-D template drawn per row, seeded)."""
+    rng = random.Random(seed)
+    items: list[Encoded] = []
+    for row in df.iter_rows(named=True):
+        template = PATCHING_UNTRAINED if variant == "untrained" else rng.choice(PATCHING_PROMPTS)
+        question = patching_question(template, row["prompt"], chunk_text(row["layers"]), row["token"], variant)
+        items.append(encode(tokenizer, question, patching_target_text(row) if with_targets else None, chat))
+    vectors = torch.from_numpy(df["vector"].to_numpy().copy()) if df.height else None
+    return ExplainerData(items, vectors, df["chunk"].to_list())
+
+
+@torch.no_grad()
+def predict(explainer: VectorExplainer, data: ExplainerData, batch_size: int = 16,
+            max_new_tokens: int = 24) -> list[str]:
+    """Greedy explanations for every example (left-padded batches, longest first to waste little padding)."""
+    explainer.eval()
+    order = sorted(range(len(data)), key=lambda i: -len(data.items[i].input_ids))
+    out: dict[int, str] = {}
+    pad = explainer.tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        batch = data.batch(index, pad, left_pad=True).to(explainer.device)
+        for i, text in zip(index, explainer.generate(batch, max_new_tokens=max_new_tokens)):
+            out[i] = text
+    return [out[i] for i in range(len(data))]
+
+
+# ----------------------------------------------------------------------------------------------
+# one explainer run: train on the train split, predict the test split
+
+
+def item_ids(df: pl.DataFrame) -> list[str]:
+    """A stable id per patching row, the same for every explainer (pairs rows for the paired t-test)."""
+    return [f"{p}:{t}:{c}" for p, t, c in zip(df["pair_id"], df["orig_pos"], df["chunk"])]
+
+
+def subsample(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
+    """At most `n` rows, drawn with a seed (the whole frame when n is None or larger)."""
+    if n is None or df.height <= n:
+        return df
+    return df.sample(n=n, seed=seed, shuffle=False)
+
+
+def predictions_frame(test: pl.DataFrame, predictions: list[str]) -> pl.DataFrame:
+    return pl.DataFrame({
+        "item_id": item_ids(test),
+        "token_type": test["token_type"],
+        "chunk": test["chunk"],
+        "gold": [patching_target_text(r) for r in test.iter_rows(named=True)],
+        "prediction": predictions,
+    })
+
+
+def train_patching_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str, variant: str,
+                             target_hidden: int, projection: str, chat: bool, train: dict, seed: int,
+                             device: str = "cpu") -> list[float]:
+    """Fine-tune an explainer on the train split and save the checkpoint; returns the step losses."""
+    from introspect.explainer import ExplainerSettings, build_explainer
+    from introspect.training import TrainSettings, train_explainer
+
+    train = dict(train)
+    max_train = train.pop("max_train", None)
+    train.pop("projection", None)
+    tuning = train.pop("tuning")
+    lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout") if k in train}
+    rows = subsample(dataset.filter(pl.col("split") == "train"), max_train, seed)
+    if rows.height == 0:
+        raise ValueError(f"the patching dataset has no train rows for {out_dir}; its balanced train split is empty "
+                         "(a target whose patches never change the output loses every cell to balancing)")
+    chunks = sorted(set(rows["chunk"].to_list()))
+    settings = ExplainerSettings(target_hidden=target_hidden, layers=tuple(chunks), projection=projection,
+                                 tuning=tuning, chat=chat, **lora)
+    torch.manual_seed(seed)
+    explainer = build_explainer(model_dir, settings, device=device)
+    data = patching_examples(rows, explainer.tokenizer, variant, chat, seed)
+    log.info("training %s on %d examples (%d changed)", variant, len(data), int(rows["has_changed"].sum()))
+    history = train_explainer(explainer, data, TrainSettings(**train, seed=seed))
+    explainer.save(out_dir, metadata={"task": "patching", "variant": variant, "losses": history,
+                                      "n_train": len(data)})
+    return history
+
+
+def predict_patching(dataset: pl.DataFrame, explainer_path: str, variant: str, target_hidden: int, chat: bool,
+                     evaluation: dict, seed: int, device: str = "cpu") -> pl.DataFrame:
+    """Explain the (sampled) test split with a checkpoint, or with an untrained model folder."""
+    from introspect.explainer import ExplainerSettings, build_explainer, load_explainer
+
+    test = subsample(dataset.filter(pl.col("split") == "test"), evaluation["max_test"], seed)
+    if variant == "untrained":
+        chunks = tuple(sorted(set(test["chunk"].to_list())))
+        explainer = build_explainer(explainer_path, ExplainerSettings(target_hidden=target_hidden, layers=chunks,
+                                                                      projection="none", chat=chat), device=device)
+    else:
+        explainer = load_explainer(explainer_path, device=device)
+    data = patching_examples(test, explainer.tokenizer, variant, chat, seed, with_targets=False)
+    outputs = predict(explainer, data, evaluation["batch_size"], evaluation["max_new_tokens"])
+    return predictions_frame(test, outputs)
+
+
+def table2_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Table 2: per target, each (explainer, variant) row's metrics with the paper's bold marking."""
+    from introspect.evaluation import score_causal
+    from introspect.tables import build_metric_table, long_scores
+
+    long, aggregates, extra = [], [], []
+    for (target, explainer, variant), df in zip(rows, predictions):
+        label = f"{explainer} ({variant})"
+        scores = score_causal(df["prediction"].to_list(), df["gold"].to_list())
+        per_item = {k: scores[k] for k in ("exact", "content", "changed_correct")}
+        long.append(long_scores(per_item, row=label, item_ids=df["item_id"].to_list(), group=target))
+        aggregates.append({"group": target, "row": label, "metric": "has_changed_f1",
+                           "mean": scores["has_changed_f1"], "se": scores["has_changed_f1_se"]})
+        extra.append({"group": target, "row": label, "explainer": explainer, "variant": variant,
+                      "n_invalid": scores["n_invalid"], "said_changed": scores["pred_changed_share"]})
+    table = build_metric_table(pl.concat(long), ["exact", "has_changed_f1", "content"],
+                               aggregates=pl.DataFrame(aggregates), proxies={"has_changed_f1": "changed_correct"},
+                               scale=100)
+    return table.join(pl.DataFrame(extra), on=["group", "row"], how="left", maintain_order="left")
