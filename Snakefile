@@ -34,7 +34,13 @@ wildcard_constraints:
     target="|".join(map(re.escape, MODELS)),
 
 include: "rules/models.smk"
-include: "rules/patching.smk"
+
+
+# A task's rules exist when the config has its section (a config may run a subset of the paper).
+if config.get("patching"):
+
+    include: "rules/patching.smk"
+
 
 
 rule all:

@@ -42,6 +42,11 @@ def paper_targets():
     return targets or materialised_models()
 
 
+def stage_threads():
+    """CPU threads of a compute-heavy job (config compute.threads; 1 when not set)."""
+    return int(config["compute"].get("threads", 1))
+
+
 def stage_gpus(stage):
     """GPUs a job of `stage` asks the scheduler for (config compute.gpus; 0 when not listed)."""
     return int(config["compute"].get("gpus", {}).get(stage, 0))
@@ -79,3 +84,10 @@ def explainer_projection(target, explainer, projection):
     if projection != "auto":
         return projection
     return "none" if MODELS[target].hidden_size == MODELS[explainer].hidden_size else "random"
+
+
+def patching_explainer_input(wc):
+    """A trained checkpoint, or the explainer's own model folder for the untrained baseline."""
+    if wc.variant == "untrained":
+        return model_dir(wc.explainer)
+    return f"results/patching/{wc.target}/explainers/{wc.explainer}/{wc.variant}"

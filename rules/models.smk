@@ -11,9 +11,6 @@ rule materialise_tokenizer:
         "logs/materialise_tokenizer/{model}.log",
     benchmark:
         "benchmarks/materialise_tokenizer/{model}.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     conda:
         "../envs/introspect.yaml"
     script:
@@ -35,8 +32,6 @@ rule materialise_model:
     benchmark:
         "benchmarks/materialise_model/{model}.tsv"
     resources:
-        mem_mb=8000,
-        runtime=60,
         gpu=stage_gpus("materialise"),
     conda:
         "../envs/introspect.yaml"

@@ -14,9 +14,6 @@ rule patching_pairs:
         "logs/patching_pairs.log",
     benchmark:
         "benchmarks/patching_pairs.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=30,
     conda:
         "../envs/introspect.yaml"
     script:
@@ -43,10 +40,8 @@ rule patching_sweep:
         "logs/patching_sweep/{target}.log",
     benchmark:
         "benchmarks/patching_sweep/{target}.tsv"
-    threads: workflow.cores
+    threads: stage_threads()
     resources:
-        mem_mb=8000,
-        runtime=240,
         gpu=stage_gpus("patching"),
     conda:
         "../envs/introspect.yaml"
@@ -67,9 +62,6 @@ rule patching_dataset:
         "logs/patching_dataset/{target}.log",
     benchmark:
         "benchmarks/patching_dataset/{target}.tsv"
-    resources:
-        mem_mb=4000,
-        runtime=30,
     conda:
         "../envs/introspect.yaml"
     script:
@@ -89,9 +81,6 @@ rule table6:
         "logs/table6.log",
     benchmark:
         "benchmarks/table6.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     conda:
         "../envs/introspect.yaml"
     script:
@@ -106,7 +95,7 @@ rule patching_train:
     output:
         directory("results/patching/{target}/explainers/{explainer}/{variant}"),
     params:
-        train=config["patching"]["explain"]["train"] if config.get("patching") else {},
+        train=config["patching"]["explain"]["train"],
         projection=lambda wc: explainer_projection(
             wc.target, wc.explainer, config["patching"]["explain"]["train"].get("projection", "auto")
         ),
@@ -120,22 +109,13 @@ rule patching_train:
         "logs/patching_train/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/patching_train/{target}/{explainer}/{variant}.tsv"
-    threads: workflow.cores
+    threads: stage_threads()
     resources:
-        mem_mb=16000,
-        runtime=720,
         gpu=stage_gpus("train"),
     conda:
         "../envs/introspect.yaml"
     script:
         "../workflow_scripts/patching_train.py"
-
-
-def patching_explainer_input(wc):
-    """A trained checkpoint, or the explainer's own model folder for the untrained baseline."""
-    if wc.variant == "untrained":
-        return model_dir(wc.explainer)
-    return f"results/patching/{wc.target}/explainers/{wc.explainer}/{wc.variant}"
 
 
 rule patching_predict:
@@ -146,7 +126,7 @@ rule patching_predict:
     output:
         "results/patching/{target}/predictions/{explainer}/{variant}.parquet",
     params:
-        eval=config["patching"]["explain"]["eval"] if config.get("patching") else {},
+        eval=config["patching"]["explain"]["eval"],
         target_hidden=lambda wc: MODELS[wc.target].hidden_size,
         chat=lambda wc: MODELS[wc.explainer].instruct,
         seed=config["seed"],
@@ -155,10 +135,8 @@ rule patching_predict:
         "logs/patching_predict/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/patching_predict/{target}/{explainer}/{variant}.tsv"
-    threads: workflow.cores
+    threads: stage_threads()
     resources:
-        mem_mb=8000,
-        runtime=240,
         gpu=stage_gpus("train"),
     conda:
         "../envs/introspect.yaml"
@@ -171,21 +149,16 @@ rule table2:
     input:
         predictions=[
             f"results/patching/{t}/predictions/{e}/{v}.parquet" for t, e, v in explain_rows("patching")
-        ]
-        if config.get("patching")
-        else [],
+        ],
     output:
         csv="results/table2.csv",
         md="results/table2.md",
     params:
-        rows=explain_rows("patching") if config.get("patching") else [],
+        rows=explain_rows("patching"),
     log:
         "logs/table2.log",
     benchmark:
         "benchmarks/table2.tsv"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     conda:
         "../envs/introspect.yaml"
     script:
