@@ -16,7 +16,7 @@ SNAKEMAKE = BIN / "snakemake"
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
-def test_env(**extra: str) -> dict[str, str]:
+def offline_env(**extra: str) -> dict[str, str]:
     """Environment for workflow runs in tests: offline hubs, the venv's tools on PATH."""
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
@@ -31,7 +31,7 @@ def run_snakemake(workdir: Path, *args: str, configfile: Path | None = SMOKE, ti
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
     cmd += ["--cores", "2", *args]  # after --configfile, which would swallow a positional target
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or test_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or offline_env())
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:

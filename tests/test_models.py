@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import test_env
+from conftest import offline_env
 from introspect.chat_templates import GEMMA3
 from introspect.models import (
     ModelInfo,
@@ -127,7 +127,7 @@ def test_hub_failure_is_one_actionable_error(tmp_path):
         f"materialise_tokenizer(spec, {str(tmp_path / 'tok')!r})\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env=test_env(HF_HOME=str(tmp_path / "hf")))
+                          env=offline_env(HF_HOME=str(tmp_path / "hf")))
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("introspect.models.ModelRegistryError: could not download meta-llama/Llama-3.1-8B@main "
