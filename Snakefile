@@ -41,6 +41,10 @@ if config.get("patching"):
 
     include: "rules/patching.smk"
 
+    if config["patching"].get("explain"):
+
+        include: "rules/patching_explain.smk"
+
 
 
 rule all:
