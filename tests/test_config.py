@@ -95,3 +95,35 @@ def test_every_problem_is_reported_at_once():
     problems = problems_of(config)
     assert len(problems) == 3
     assert "seed: 'zero' is not of type integer" in problems
+
+
+def test_unknown_facts_backend_names_the_key():
+    config = load()
+    config["patching"]["facts"]["backend"] = "wikidata"
+    [problem] = problems_of(config)
+    assert problem == "patching.facts.backend: 'wikidata' is not one of ['builtin', 'files', 'hf']"
+
+
+def test_layer_chunk_past_the_models_depth_names_the_key():
+    config = load()
+    config["patching"]["targets"]["tiny-gemma3"]["chunks"] = [[0], [1, 2]]
+    [problem] = problems_of(config)
+    assert problem == ("patching.targets.tiny-gemma3.chunks[1]: layers [2] are past the model's depth "
+                       "(2 layers: 0..1)")
+
+
+def test_explain_rows_must_name_registry_models_and_configured_targets():
+    config = load()
+    config["patching"]["explain"]["rows"].append({"target": "tiny-gemma3", "explainer": "qwen3-8b",
+                                                  "variant": "trained"})
+    config["patching"]["explain"]["rows"].append({"target": "gemma3-270m", "explainer": "tiny-gemma3",
+                                                  "variant": "trained"})
+    problems = problems_of(config)
+    assert "patching.explain.rows[5].explainer: 'qwen3-8b' is not a model in the registry" in problems
+    assert "patching.explain.rows[6].target: 'gemma3-270m' is not one of patching.targets" in problems
+
+
+def test_files_backend_needs_a_path():
+    config = load()
+    config["patching"]["facts"] = {"backend": "files"}
+    assert problems_of(config) == ["patching.facts.path: required for backend files"]
