@@ -373,3 +373,22 @@ def test_hf_loader_offline_message(tmp_path):
     message = lines[0]
     assert "'no-such-owner/no-such-counterfact'" in message
     assert "'files' backend" in message
+
+
+def test_pairs_option_key(facts):
+    first_letter = lambda option: option[0].lower()  # noqa: E731  (a stand-in for a tokenizer's first token)
+    pairs = make_pairs(facts, 100, seed=0, option_key=first_letter)
+    assert pairs
+    for pair in pairs:
+        assert len({first_letter(o) for o in pair.options}) == len(pair.options)
+    few = [_fact(f"s{i}", f"same{i}") for i in range(6)]
+    assert make_pairs(few, 10, seed=0, option_key=first_letter) == []  # one key: relation skipped
+
+
+def test_load_jsonl_with_other_suffix(tmp_path):
+    path = tmp_path / "facts.txt"
+    path.write_text("".join(json.dumps(r) + "\n" for r in KNOWN_RECORDS * 2))
+    assert len(load_counterfact_file(path)) == 2
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(KNOWN_RECORDS[0]))
+    assert len(load_counterfact_file(single)) == 1

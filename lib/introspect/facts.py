@@ -23,7 +23,7 @@ import logging
 import random
 import string
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -129,27 +129,23 @@ def load_counterfact_file(path: str | Path) -> list[Fact]:
         text = path.read_text(encoding="utf-8")
         if not text.strip():
             raise FactsError(f"{where}: the file is empty; expected a list of CounterFact records")
-        if suffix == ".jsonl" or (suffix != ".json" and not text.lstrip().startswith(("[", "{"))):
+        if suffix == ".jsonl":
             records = _read_jsonl(text, where)
         else:
             try:
                 data = json.loads(text)
             except json.JSONDecodeError as exc:
-                if suffix != ".json":
-                    records = _read_jsonl(text, where)
-                    data = None
-                else:
+                if suffix == ".json":
                     raise FactsError(f"{where}: not valid JSON ({exc}); expected a list of CounterFact "
                                      "records (or JSON Lines in a .jsonl file)") from exc
-            else:
-                if isinstance(data, dict) and "facts" in data and "relations" in data:
-                    return _parse_table(data, where)  # the builtin table's own format
-                if isinstance(data, dict):
-                    data = [data]
-                if not isinstance(data, list):
-                    raise FactsError(f"{where}: expected a list of CounterFact records, got "
-                                     f"{type(data).__name__}")
-                records = data
+                data = _read_jsonl(text, where)  # another suffix: try JSON Lines
+            if isinstance(data, dict) and "facts" in data and "relations" in data:
+                return _parse_table(data, where)  # the builtin table's own format
+            if isinstance(data, dict):
+                data = [data]  # a single record
+            if not isinstance(data, list):
+                raise FactsError(f"{where}: expected a list of CounterFact records, got {type(data).__name__}")
+            records = data
     if not records:
         raise FactsError(f"{where}: the file has no records; expected a list of CounterFact records")
     return parse_records(records, where)
@@ -303,20 +299,22 @@ def _required_str(record: Mapping[str, Any], fields: Sequence[str], where: str, 
 # counterfactual pairs
 
 
-def _first_word(option: str) -> str:
-    """Options that share a first word would share a first token: only one of them is offered."""
+def first_word(option: str) -> str:
+    """Default option key: options that share a first word would share a first answer token."""
     words = option.split()
     return words[0].lower() if words else ""
 
 
-def make_pairs(facts: Iterable[Fact], n_pairs: int, seed: int, n_options: int = 5) -> list[FactPair]:
+def make_pairs(facts: Iterable[Fact], n_pairs: int, seed: int, n_options: int = 5,
+               option_key: Callable[[str], Hashable] = first_word) -> list[FactPair]:
     """Counterfactual pairs (x, x'), round-robin over relations, deterministic for `seed`.
 
     x and x' share relation and template (so the relation tokens line up) and differ in subject and object.
     The options are both objects and ``n_options - 2`` other objects of the same relation, in a seeded
-    random order; no two options share a first word (they would share the first answer token). Relations
-    with fewer than `n_options` such objects are skipped with a warning. Each relation draws from its own
-    random stream (seeded by `seed` and the relation id), so adding a relation does not change the others.
+    random order. No two options have the same ``option_key`` (default: the first word, lower-cased; pass
+    e.g. the target tokenizer's first answer token so that every option starts with its own token).
+    Relations with fewer than `n_options` distinct keys are skipped with a warning. Each relation draws
+    from its own random stream (seeded by `seed` and the relation id): adding a relation changes no other.
     """
     if n_options < 2:
         raise ValueError(f"n_options must be at least 2 (the two objects of a pair), got {n_options}")
@@ -330,13 +328,13 @@ def make_pairs(facts: Iterable[Fact], n_pairs: int, seed: int, n_options: int = 
         by_relation.setdefault(fact.relation_id, []).append(fact)
     streams: list[Iterator[FactPair]] = []
     for relation_id, relation_facts in by_relation.items():
-        words = dict.fromkeys(_first_word(f.object) for f in relation_facts)
-        if len(words) < n_options:
-            log.warning("relation %s skipped: %d distinct objects (by first word), fewer than n_options=%d",
-                        relation_id, len(words), n_options)
+        keys = dict.fromkeys(option_key(f.object) for f in relation_facts)
+        if len(keys) < n_options:
+            log.warning("relation %s skipped: %d distinct objects (by option key), fewer than n_options=%d",
+                        relation_id, len(keys), n_options)
             continue
         rng = random.Random(f"{seed}:{relation_id}")
-        streams.append(_relation_pairs(relation_facts, n_options, rng))
+        streams.append(_relation_pairs(relation_facts, n_options, option_key, rng))
     pairs: list[FactPair] = []
     while streams and len(pairs) < n_pairs:
         for stream in list(streams):
@@ -353,26 +351,39 @@ def make_pairs(facts: Iterable[Fact], n_pairs: int, seed: int, n_options: int = 
     return pairs
 
 
-def _relation_pairs(facts: list[Fact], n_options: int, rng: random.Random) -> Iterator[FactPair]:
+def _relation_pairs(facts: list[Fact], n_options: int, option_key: Callable[[str], Hashable],
+                    rng: random.Random) -> Iterator[FactPair]:
     """All distinct pairs of one relation in a random order (listed when few, else sampled)."""
+    key_of = {fact.object: option_key(fact.object) for fact in facts}
     groups = [group for group in _group_by_template(facts) if len(group) > 1]
-    counts = [_candidate_count(group) for group in groups]
+    counts = [_candidate_count(group, key_of) for group in groups]
     total = sum(counts)
     if total == 0:
         return
-    # one representative object per first word, in file order
-    objects_by_word: dict[str, list[str]] = {}
+    objects_by_key: dict[Hashable, list[str]] = {}  # the relation's objects, per key, in file order
     for fact in facts:
-        objects = objects_by_word.setdefault(_first_word(fact.object), [])
+        objects = objects_by_key.setdefault(key_of[fact.object], [])
         if fact.object not in objects:
             objects.append(fact.object)
+
+    def pair(original: Fact, counterfactual: Fact) -> FactPair:
+        taken = (key_of[original.object], key_of[counterfactual.object])
+        others = [key for key in objects_by_key if key not in taken]
+        chosen = [rng.choice(objects_by_key[key]) for key in rng.sample(others, n_options - 2)]
+        options = [original.object, counterfactual.object] + chosen
+        rng.shuffle(options)
+        return FactPair(original, counterfactual, tuple(options))
+
+    def pairable(original: Fact, counterfactual: Fact) -> bool:
+        return (original.subject != counterfactual.subject
+                and key_of[original.object] != key_of[counterfactual.object])
+
     if total <= _ENUMERATE_LIMIT:
         candidates = [(group[i], group[j]) for group in groups for i in range(len(group))
-                      for j in range(len(group)) if _pairable(group[i], group[j])]
+                      for j in range(len(group)) if pairable(group[i], group[j])]
         rng.shuffle(candidates)
         for original, counterfactual in candidates:
-            yield FactPair(original, counterfactual, _options(original, counterfactual, objects_by_word,
-                                                              n_options, rng))
+            yield pair(original, counterfactual)
         return
     seen: set[tuple[int, int, int]] = set()
     misses = 0
@@ -380,12 +391,12 @@ def _relation_pairs(facts: list[Fact], n_options: int, rng: random.Random) -> It
         g = rng.choices(range(len(groups)), weights=counts)[0]
         group = groups[g]
         i, j = rng.randrange(len(group)), rng.randrange(len(group))
-        if (g, i, j) in seen or not _pairable(group[i], group[j]):
+        if (g, i, j) in seen or not pairable(group[i], group[j]):
             misses += 1
             continue
         misses = 0
         seen.add((g, i, j))
-        yield FactPair(group[i], group[j], _options(group[i], group[j], objects_by_word, n_options, rng))
+        yield pair(group[i], group[j])
 
 
 def _group_by_template(facts: list[Fact]) -> list[list[Fact]]:
@@ -395,32 +406,16 @@ def _group_by_template(facts: list[Fact]) -> list[list[Fact]]:
     return list(groups.values())
 
 
-def _pairable(original: Fact, counterfactual: Fact) -> bool:
-    return (original.subject != counterfactual.subject
-            and _first_word(original.object) != _first_word(counterfactual.object))
-
-
-def _candidate_count(group: list[Fact]) -> int:
-    """Ordered pairs of `group` with different subjects and different objects (by first word)."""
+def _candidate_count(group: list[Fact], key_of: Mapping[str, Hashable]) -> int:
+    """Ordered pairs of `group` with different subjects and different option keys."""
     n = len(group)
-    by_word = collections.Counter(_first_word(f.object) for f in group)
+    by_key = collections.Counter(key_of[f.object] for f in group)
     by_subject = collections.Counter(f.subject for f in group)
-    by_subject_word = collections.Counter((f.subject, _first_word(f.object)) for f in group)
-    different_word = n * n - sum(c * c for c in by_word.values())
-    same_subject_different_word = sum(c * c for c in by_subject.values()) - sum(
-        c * c for c in by_subject_word.values())
-    return different_word - same_subject_different_word
-
-
-def _options(original: Fact, counterfactual: Fact, objects_by_word: Mapping[str, list[str]], n_options: int,
-             rng: random.Random) -> tuple[str, ...]:
-    """Both objects and other objects of the relation, shuffled."""
-    taken = {_first_word(original.object), _first_word(counterfactual.object)}
-    others = [word for word in objects_by_word if word not in taken]
-    chosen = rng.sample(others, n_options - 2)
-    options = [original.object, counterfactual.object] + [rng.choice(objects_by_word[w]) for w in chosen]
-    rng.shuffle(options)
-    return tuple(options)
+    by_subject_key = collections.Counter((f.subject, key_of[f.object]) for f in group)
+    different_key = n * n - sum(c * c for c in by_key.values())
+    same_subject_different_key = sum(c * c for c in by_subject.values()) - sum(
+        c * c for c in by_subject_key.values())
+    return different_key - same_subject_different_key
 
 
 # --------------------------------------------------------------------------------------------------
