@@ -418,9 +418,6 @@ def sweep_frame(columns: dict) -> "pl.DataFrame":
     return df.with_columns(pl.Series("vector", vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])))
 
 
-NAMED_TYPES = ("subject final", "relation", "orig answer option", "new answer option", "other answer option")
-
-
 def table6(datasets: dict[str, "pl.DataFrame"]) -> "pl.DataFrame":
     """Rows per target x split x token type x layer chunk, with the unchanged / changed counts (Table 6).
 
@@ -439,7 +436,7 @@ def table6(datasets: dict[str, "pl.DataFrame"]) -> "pl.DataFrame":
         )
         frames.append(counts)
     table = pl.concat(frames)
-    rank = {name: i for i, name in enumerate(NAMED_TYPES)}
+    rank = {name: i for i, name in enumerate(TOKEN_TYPES)}
     table = table.with_columns(
         pl.col("split").replace_strict({"train": 0, "test": 1}, return_dtype=pl.Int64).alias("_split"),
         pl.col("token_type").replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_type"),
