@@ -31,6 +31,7 @@ rule patching_sweep:
     params:
         prompt_format=lambda wc: patching_target(wc.target)["prompt_format"],
         chat=lambda wc: patching_target(wc.target)["chat"],
+        prefix=lambda wc: patching_target(wc.target).get("prefix", ""),
         unknown_option=config["patching"].get("unknown_option", "unknown"),
         require_correct=config["patching"].get("require_correct", True),
         chunks=lambda wc: patching_chunks(wc.target),

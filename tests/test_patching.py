@@ -204,3 +204,16 @@ def test_schema_check_names_the_bad_columns():
     df = synthetic_sweep(2).drop("token_type").with_columns(pl.col("chunk").cast(pl.String))
     with pytest.raises(SchemaError, match="missing column 'token_type'.*column 'chunk' is String, expected Int64"):
         check_schema(df, "patching_sweep")
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_prefix_is_read_by_the_target_but_not_shown_to_the_explainer(smollm2_tokenizer_dir, chat):
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    prefix = "Cats are a type of mammal\n\n"
+    prompt = build_prompt("Rome", "{} is the capital of", OPTIONS, FORMAT, tok, chat=chat, prefix=prefix)
+    plain = build_prompt("Rome", "{} is the capital of", OPTIONS, FORMAT, tok, chat=chat)
+    assert prompt.content == plain.content and prefix not in prompt.content
+    assert prefix + plain.content in prompt.text
+    assert prompt.text[slice(*prompt.subject)] == "Rome"
+    assert prompt.text[slice(*prompt.relation)] == " is the capital of"
+    assert [prompt.text[s:e] for _, s, e in prompt.options] == list(OPTIONS)

@@ -14,8 +14,15 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     model, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
     pairs = pairs_from_frame(read_table(snakemake.input.pairs, "patching_pairs"))  # noqa: F821
-    settings = SweepSettings(params.prompt_format, params.chat, tuple(map(tuple, params.chunks)),
-                             params.batch_size, params.unknown_option, params.require_correct)
+    settings = SweepSettings(
+        prompt_format=params.prompt_format,
+        chat=params.chat,
+        chunks=tuple(map(tuple, params.chunks)),
+        batch_size=params.batch_size,
+        unknown_option=params.unknown_option,
+        require_correct=params.require_correct,
+        prefix=params.prefix,
+    )
     columns, stats = patch_sweep(pairs, model, tokenizer, settings)
     write_table(sweep_frame(columns), snakemake.output.sweep, "patching_sweep")  # noqa: F821
     stats["interventions"] = len(columns["pair_id"])

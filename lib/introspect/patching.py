@@ -53,11 +53,13 @@ class PatchPrompt:
 
 
 def build_prompt(subject: str, template: str, options: Sequence[str], prompt_format: str,
-                 tokenizer=None, chat: bool = False) -> PatchPrompt:
+                 tokenizer=None, chat: bool = False, prefix: str = "") -> PatchPrompt:
     """Assemble `prompt_format` ({statement}, {options} fields) around a fact, recording spans.
 
     `template` is the relation template with one ``{}`` for the subject ("{} is the capital of").
     Options are written joined by " or " (the paper: "Respond with one of France or Spain or ... or unknown").
+    `prefix` (e.g. solved examples) is read by the target before the prompt but is not part of x as the
+    explainer sees it (``content``): it is the same for every prompt and says nothing about this one.
     """
     head, tail = template.split("{}")
     pieces: list[tuple[str, str | None]] = []  # (text, span name)
@@ -85,14 +87,15 @@ def build_prompt(subject: str, template: str, options: Sequence[str], prompt_for
             spans[name] = (start, len(content))
     if "subject" not in spans:
         raise ValueError(f"prompt format {prompt_format!r} has no {{statement}} field")
-    offset = 0
-    text = content
+    offset = len(prefix)
+    text = prefix + content
     if chat:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prefix + content}], tokenize=False,
                                              add_generation_prompt=True)
-        offset = text.find(content)
-        if offset < 0:
+        start = text.find(prefix + content)
+        if start < 0:
             raise ValueError("the chat template altered the prompt text; cannot locate the spans")
+        offset = start + len(prefix)
     shift = lambda span: (span[0] + offset, span[1] + offset)  # noqa: E731
     relation = spans["relation"] if tail.strip() else (spans["subject"][1], spans["subject"][1])
     return PatchPrompt(text, content, shift(spans["subject"]), shift(relation),
@@ -259,6 +262,7 @@ class SweepSettings:
     chunks: tuple[tuple[int, ...], ...]  # layer blocks; a patch writes v into every layer of its block
     batch_size: int = 64  # interventions per forward pass (bounds memory)
     unknown_option: str | None = "unknown"  # an extra last option, as in the paper's prompts
+    prefix: str = ""  # read by the target before every prompt, not shown to the explainer
     require_correct: bool = True  # keep only pairs the target answers correctly (off for random test models)
 
 
@@ -284,7 +288,7 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
         options = tuple(pair.options) + ((settings.unknown_option,) if settings.unknown_option else ())
         for fact in (pair.original, pair.counterfactual):
             prompt = build_prompt(fact.subject, fact.template, options, settings.prompt_format,
-                                  tokenizer, settings.chat)
+                                  tokenizer, settings.chat, settings.prefix)
             enc = tokenizer(prompt.text, add_special_tokens=not settings.chat, return_offsets_mapping=True)
             prompts.append(prompt)
             encodings.append(enc)
