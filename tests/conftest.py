@@ -73,3 +73,13 @@ def gemma3_tokenizer_dir(tmp_path_factory) -> Path:
 
     specs = model_specs(yaml.safe_load(SMOKE.read_text()))
     return materialise_tokenizer(specs["gemma3-270m"].tokenizer_spec(), tmp_path_factory.mktemp("tok") / "gemma3-270m")
+
+
+def tiny_llama(out: Path, tokenizer_dir: Path, n_layers: int, hidden_size: int = 64, seed: int = 0) -> Path:
+    """A seeded random Llama with SmolLM2's real tokenizer, materialised at `out` (seconds)."""
+    from introspect.models import ModelSpec, materialise_model
+
+    spec = ModelSpec(name=out.name, source="random", architecture="llama", tokenizer="smollm2-135m",
+                     n_layers=n_layers, hidden_size=hidden_size, seed=seed)
+    materialise_model(spec, tokenizer_dir, out)
+    return out

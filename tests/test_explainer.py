@@ -17,7 +17,7 @@ from introspect.explainer import (
     explanation_loss,
     load_explainer,
 )
-from introspect.models import ModelSpec, materialise_model
+from conftest import tiny_llama
 from introspect.training import ExplainerData, TrainSettings, train_explainer
 
 PROMPT = "At layer 3, {vector} encodes"
@@ -25,11 +25,7 @@ PROMPT = "At layer 3, {vector} encodes"
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory, smollm2_tokenizer_dir):
-    spec = ModelSpec(name="tiny", source="random", architecture="llama", tokenizer="smollm2-135m",
-                     n_layers=2, hidden_size=64, seed=0)
-    out = tmp_path_factory.mktemp("explainer") / "tiny"
-    materialise_model(spec, smollm2_tokenizer_dir, out)
-    return out
+    return tiny_llama(tmp_path_factory.mktemp("explainer") / "tiny", smollm2_tokenizer_dir, n_layers=2)
 
 
 def test_encode_marks_only_the_explanation_and_finds_the_vector(tiny_dir):
@@ -83,9 +79,7 @@ def test_identity_when_sizes_match_and_error_when_they_do_not(tiny_dir):
 
 
 def test_projection_shapes_576_to_640(tmp_path, smollm2_tokenizer_dir):
-    spec = ModelSpec(name="wide", source="random", architecture="llama", tokenizer="smollm2-135m",
-                     n_layers=1, hidden_size=640, n_heads=4, seed=0)
-    materialise_model(spec, smollm2_tokenizer_dir, tmp_path / "wide")
+    tiny_llama(tmp_path / "wide", smollm2_tokenizer_dir, n_layers=1, hidden_size=640)
     ex = build_explainer(tmp_path / "wide", ExplainerSettings(target_hidden=576, layers=(0, 15, 29), projection="random"))
     assert {k: tuple(p.weight.shape) for k, p in ex.projections.items()} == {
         "0": (640, 576), "15": (640, 576), "29": (640, 576)}

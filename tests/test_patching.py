@@ -10,7 +10,8 @@ import torch
 import transformers
 
 from introspect.balance import BalanceSettings, split_and_balance
-from introspect.models import ModelSpec, load_model, materialise_model
+from conftest import tiny_llama
+from introspect.models import load_model
 from introspect.patching import (
     Intervention,
     Patcher,
@@ -31,10 +32,7 @@ OPTIONS = ("France", "Spain", "Italy", "United Kingdom", "Egypt", "unknown")
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, smollm2_tokenizer_dir):
-    spec = ModelSpec(name="tiny", source="random", architecture="llama", tokenizer="smollm2-135m",
-                     n_layers=4, hidden_size=64, seed=3)
-    out = tmp_path_factory.mktemp("patching") / "tiny"
-    materialise_model(spec, smollm2_tokenizer_dir, out)
+    out = tiny_llama(tmp_path_factory.mktemp("patching") / "tiny", smollm2_tokenizer_dir, n_layers=4, seed=3)
     return load_model(out)
 
 
