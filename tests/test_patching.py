@@ -215,3 +215,12 @@ def test_prefix_is_read_by_the_target_but_not_shown_to_the_explainer(smollm2_tok
     assert prompt.text[slice(*prompt.subject)] == "Rome"
     assert prompt.text[slice(*prompt.relation)] == " is the capital of"
     assert [prompt.text[s:e] for _, s, e in prompt.options] == list(OPTIONS)
+
+
+def test_unpatched_next_tokens_with_the_cached_prefix_equal_plain_forwards(tiny):
+    model, tok, _ = tiny
+    texts = ["Shared solved examples.\nRome is the capital of", "Shared solved examples.\nCairo is a city in"]
+    ids = [tok(t).input_ids for t in texts]
+    with torch.no_grad():
+        plain = [int(model(torch.tensor([s])).logits[0, -1].argmax()) for s in ids]
+    assert Patcher(model, tok).next_tokens(ids) == plain

@@ -176,8 +176,8 @@ class Patcher:
 
     @torch.no_grad()
     def next_tokens(self, ids: Sequence[Sequence[int]], batch_size: int = 16) -> list[int]:
-        """Unpatched greedy next token of each sequence."""
-        return self.patched_next_tokens(ids, [], batch_size=batch_size, prefix_len=0)[0]
+        """Unpatched greedy next token of each sequence (their shared prefix runs once, from the KV cache)."""
+        return self.patched_next_tokens(ids, [], batch_size=batch_size)[0]
 
     def _right_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -294,7 +294,7 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
             encodings.append(enc)
     ids = [list(e.input_ids) for e in encodings]
     log.info("running %d prompts unpatched", len(ids))
-    first = patcher.next_tokens(ids)
+    first = patcher.next_tokens(ids, batch_size=settings.batch_size)
     kept, stats = [], {"pairs": len(pairs), "wrong_original": 0, "wrong_counterfactual": 0}
     for k, pair in enumerate(pairs):
         ok_x = _answers(tokenizer.decode(first[2 * k]), pair.original.object)
