@@ -46,6 +46,15 @@ if config.get("patching"):
         include: "rules/patching_explain.smk"
 
 
+if config.get("hints"):
+
+    include: "rules/hints.smk"
+
+    if config["hints"].get("explain"):
+
+        include: "rules/hints_explain.smk"
+
+
 
 rule all:
     # Every paper target the active config defines.

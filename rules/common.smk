@@ -39,6 +39,10 @@ def paper_targets():
         targets += ["results/table6.csv"]
         if config["patching"].get("explain"):
             targets += ["results/table2.csv"]
+    if config.get("hints"):
+        targets += ["results/table7.csv"]
+        if config["hints"].get("explain"):
+            targets += ["results/table3.csv"]
     return targets or materialised_models()
 
 
@@ -86,8 +90,17 @@ def explainer_projection(target, explainer, projection):
     return "none" if MODELS[target].hidden_size == MODELS[explainer].hidden_size else "random"
 
 
-def patching_explainer_input(wc):
+def hint_targets():
+    return list(config.get("hints", {}).get("targets", {}))
+
+
+def explainer_input(task, wc):
     """A trained checkpoint, or the explainer's own model folder for the untrained baseline."""
     if wc.variant == "untrained":
         return model_dir(wc.explainer)
-    return f"results/patching/{wc.target}/explainers/{wc.explainer}/{wc.variant}"
+    return f"results/{task}/{wc.target}/explainers/{wc.explainer}/{wc.variant}"
+
+
+def explainer_chat(name):
+    """The hint task's explainer reads a system + user conversation: chat format when the model has one."""
+    return bool(MODELS[name].instruct or MODELS[name].chat_template)

@@ -36,7 +36,7 @@ rule patching_predict:
     """Explain the test split of one target with one explainer (greedy) and keep the raw outputs."""
     input:
         dataset="results/patching/{target}/dataset.parquet",
-        explainer=patching_explainer_input,
+        explainer=lambda wc: explainer_input("patching", wc),
     output:
         "results/patching/{target}/predictions/{explainer}/{variant}.parquet",
     params:

@@ -16,7 +16,6 @@ from introspect.evaluation import (
     exact_match,
     has_changed_f1,
     mean_se,
-    normalise,
     paired_best,
     parse_causal,
     score_causal,
@@ -85,66 +84,16 @@ def test_causal_explanation_is_the_appendix_d_template_and_round_trips():
 
 # --- exact and content match -----------------------------------------------------------------------------
 
-def test_normalise_lowercases_strips_and_drops_one_final_period():
-    assert normalise("  The Output would change to <<<Paris>>>. \n") == "the output would change to <<<paris>>>"
-    assert normalise("abc..") == "abc."
-    assert normalise("abc") == "abc"
-
-
-def test_exact_match_is_normalised_string_equality():
+def test_exact_match_needs_both_parts_right_whatever_the_wording():
     gold = "The most likely output would change to <<<Paris>>>."
-    assert exact_match("the most likely output would change to <<<paris>>>", gold)
+    assert exact_match("the most likely output would change to <<<Paris>>>", gold)
     assert exact_match("The most likely output would change to <<<Paris>>>.\n", gold)
-    # the untrained wording gets no exact match even with the right answer (string comparison)
-    assert not exact_match("The output would change to <<<Paris>>>.", gold)
+    # the untrained prompts' wording parses to the same two parts (paper 5.1: both parts must be right)
+    assert exact_match("The output would change to <<<Paris>>>.", gold)
+    assert not exact_match("The most likely output would change to <<<paris>>>.", gold)  # content is exact
     assert not exact_match("The most likely output would change to <<<Rome>>>.", gold)
-    assert not exact_match("The most likely output would change to <<<Paris>>>. Extra.", gold)
+    assert not exact_match("The output would remain unchanged from <<<Paris>>>.", gold)
     assert not exact_match("", gold)
-
-
-def test_content_match_compares_stripped_contents_exactly():
-    gold = "The most likely output would change to <<<Paris>>>."
-    assert content_match("The output would change to <<< Paris>>>.", gold)
-    assert content_match("The output would remain unchanged from <<<Paris>>>.", gold)  # content only
-    assert not content_match("The output would change to <<<paris>>>.", gold)  # case-sensitive
-    assert not content_match("I don't know", gold)
-    assert not content_match(gold, "not a statement")
-
-
-# --- has-changed F1 --------------------------------------------------------------------------------------
-
-def test_has_changed_f1_by_hand_with_unparseable_predictions():
-    gold = [True, True, True, True, False, False]
-    pred = [True, True, None, False, False, None]
-    # changed:   tp=2 fp=0 fn=2 (the None and the False) -> 2*2/(4+0+2) = 2/3
-    # unchanged: tp=1 fp=1 fn=1 (the None)               -> 2*1/(2+1+1) = 1/2
-    assert has_changed_f1(pred, gold) == pytest.approx((2 / 3 + 1 / 2) / 2)
-    # dropping the unparseable items (the authors' rule) would give (4/5 + 2/3) / 2 instead
-    assert has_changed_f1(pred, gold) != pytest.approx((4 / 5 + 2 / 3) / 2)
-
-
-def test_has_changed_f1_perfect_and_inverted():
-    gold = [True, False, True, False]
-    assert has_changed_f1(gold, gold) == 1.0
-    assert has_changed_f1([not g for g in gold], gold) == 0.0
-    assert has_changed_f1([None] * 4, gold) == 0.0
-
-
-def test_has_changed_f1_class_absent_from_gold():
-    # unchanged never in gold but predicted once: its F1 is 0 and it is averaged in
-    assert has_changed_f1([True, False, True], [True, True, True]) == pytest.approx((0.8 + 0.0) / 2)
-    # unchanged neither in gold nor predicted: only the changed class is averaged
-    assert has_changed_f1([True, True], [True, True]) == 1.0
-    assert has_changed_f1([None, None], [True, True]) == 0.0
-
-
-def test_has_changed_f1_rejects_bad_input():
-    with pytest.raises(ValueError, match="2 predictions but 3"):
-        has_changed_f1([True, False], [True, False, True])
-    with pytest.raises(ValueError, match="zero items"):
-        has_changed_f1([], [])
-    with pytest.raises(ValueError, match="None"):
-        has_changed_f1([True], [None])
 
 
 # --- score_causal ----------------------------------------------------------------------------------------
@@ -158,21 +107,21 @@ def test_score_causal_per_item_and_aggregates():
     ]
     preds = [
         "The most likely output would change to <<<Paris>>>.",  # exact, content, changed ok
-        "The output would change to <<<Rome>>>.",  # not exact (wording), content, changed ok
+        "The output would change to <<<Rome>>>.",  # exact (the wording is not compared)
         "The most likely output would change to <<<Oslo>>>.",  # content only
         "I don't know",  # invalid: wrong everywhere
     ]
     s = score_causal(preds, golds, n_boot=200)
-    np.testing.assert_array_equal(s["exact"], [1, 0, 0, 0])
+    np.testing.assert_array_equal(s["exact"], [1, 1, 0, 0])
     np.testing.assert_array_equal(s["content"], [1, 1, 1, 0])
     np.testing.assert_array_equal(s["changed_correct"], [1, 1, 0, 0])
     np.testing.assert_array_equal(s["valid"], [True, True, True, False])
     np.testing.assert_array_equal(s["pred_changed"], [1, 1, 1, -1])
-    assert s["exact_match"] == pytest.approx(25.0)
+    assert s["exact_match"] == pytest.approx(50.0)
     assert s["content_match"] == pytest.approx(75.0)
     # changed: tp=2 fp=1 fn=0 -> 4/5; unchanged: tp=0 fp=0 fn=2 -> 0
     assert s["has_changed_f1"] == pytest.approx(40.0)
-    assert s["exact_match_se"] == pytest.approx(100 * np.std([1, 0, 0, 0], ddof=1) / 2)
+    assert s["exact_match_se"] == pytest.approx(100 * np.std([1, 1, 0, 0], ddof=1) / 2)
     assert s["has_changed_f1_se"] > 0
     assert s["pred_changed_share"] == pytest.approx(75.0)
     assert s["content_match_changed"] == pytest.approx(100.0)

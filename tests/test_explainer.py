@@ -111,6 +111,15 @@ def toy_data(ex, n=8, dim=64):
     return ExplainerData(items, torch.randn(n, dim, generator=g), [3] * n)
 
 
+def test_loss_from_the_learned_positions_only_equals_the_full_loss(tiny_dir):
+    ex = build_explainer(tiny_dir, ExplainerSettings(target_hidden=64))
+    data = toy_data(ex)
+    batch = data.batch([0, 1, 2], ex.tokenizer.pad_token_id)
+    with torch.no_grad():
+        full = ex.lm(inputs_embeds=ex.embed(batch), attention_mask=batch.attention_mask).logits
+        assert torch.allclose(ex(batch), explanation_loss(full, batch.labels), atol=1e-6)
+
+
 def test_full_training_lowers_the_loss_and_the_checkpoint_reloads(tiny_dir, tmp_path):
     ex = build_explainer(tiny_dir, ExplainerSettings(target_hidden=64))
     data = toy_data(ex)

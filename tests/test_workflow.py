@@ -33,6 +33,13 @@ def test_smoke_tables_are_built(smoke_run):
     table2 = pl.read_csv(smoke_run / "results/table2.csv")
     assert table2.height == 5 and {"exact_mean", "has_changed_f1_mean", "content_mean", "n_invalid"} <= set(table2.columns)
     assert (smoke_run / "results/table2.md").read_text().startswith("# Table 2")
+    table7 = pl.read_csv(smoke_run / "results/table7.csv")
+    assert table7.select("target", "split").rows() == [("tiny-gemma3", "train"), ("tiny-gemma3", "test"),
+                                                      ("tiny-smollm2", "train"), ("tiny-smollm2", "test")]
+    assert table7["changed"].sum() + table7["unchanged"].sum() == 80  # 40 questions x 2 targets, nothing dropped
+    table3 = pl.read_csv(smoke_run / "results/table3.csv")
+    assert table3.height == 4 and table3["group"].to_list() == ["tiny-smollm2"] * 3 + ["tiny-gemma3"]
+    assert {"exact_mean", "has_changed_f1_mean", "content_mean", "said_changed", "content_changed"} <= set(table3.columns)
 
 
 def test_editing_balancing_reruns_balancing_and_downstream_not_the_sweep(smoke_run, tmp_path):

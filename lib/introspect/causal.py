@@ -129,10 +129,13 @@ def predictions_frame(test: pl.DataFrame, predictions: list[str]) -> pl.DataFram
     })
 
 
-def train_patching_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str, variant: str,
-                             target_hidden: int, projection: str, chat: bool, train: dict, seed: int,
-                             device: str = "cpu") -> list[float]:
-    """Fine-tune an explainer on the train split and save the checkpoint; returns the step losses."""
+def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, settings: dict, train: dict,
+                  seed: int, device: str = "cpu", metadata: dict | None = None) -> list[float]:
+    """Fine-tune a fresh explainer on `rows` (seeded subsample of `max_train`) and save the checkpoint.
+
+    `examples(rows, tokenizer)` encodes the rows; `settings` holds the task's ExplainerSettings fields
+    (target_hidden, layers, projection, chat); `train` is the config's train section. Returns step losses.
+    """
     from introspect.explainer import ExplainerSettings, build_explainer
     from introspect.training import TrainSettings, train_explainer
 
@@ -141,21 +144,34 @@ def train_patching_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str
     train.pop("projection", None)
     tuning = train.pop("tuning")
     lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout") if k in train}
-    rows = subsample(dataset.filter(pl.col("split") == "train"), max_train, seed)
-    if rows.height == 0:
-        raise ValueError(f"the patching dataset has no train rows for {out_dir}; its balanced train split is empty "
-                         "(a target whose patches never change the output loses every cell to balancing)")
-    chunks = sorted(set(rows["chunk"].to_list()))
-    settings = ExplainerSettings(target_hidden=target_hidden, layers=tuple(chunks), projection=projection,
-                                 tuning=tuning, chat=chat, **lora)
+    rows = subsample(rows, max_train, seed)
     torch.manual_seed(seed)
-    explainer = build_explainer(model_dir, settings, device=device)
-    data = patching_examples(rows, explainer.tokenizer, variant, chat, seed)
-    log.info("training %s on %d examples (%d changed)", variant, len(data), int(rows["has_changed"].sum()))
+    explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=device)
+    data = examples(rows, explainer.tokenizer)
+    log.info("training on %d examples (%d changed)", len(data), int(rows["has_changed"].sum()))
     history = train_explainer(explainer, data, TrainSettings(**train, seed=seed))
-    explainer.save(out_dir, metadata={"task": "patching", "variant": variant, "losses": history,
-                                      "n_train": len(data)})
+    explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data)})
     return history
+
+
+def train_split(dataset: pl.DataFrame, what: str) -> pl.DataFrame:
+    """The train split, or an error that says why there is nothing to learn from."""
+    rows = dataset.filter(pl.col("split") == "train")
+    if rows.height == 0:
+        raise ValueError(f"the {what} dataset has no train rows; its balanced train split is empty (a target "
+                         "whose outputs never change loses every row to balancing)")
+    return rows
+
+
+def train_patching_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str, variant: str,
+                             target_hidden: int, projection: str, chat: bool, train: dict, seed: int,
+                             device: str = "cpu") -> list[float]:
+    """Fine-tune an explainer on the train split and save the checkpoint; returns the step losses."""
+    rows = train_split(dataset, f"patching ({out_dir})")
+    settings = {"target_hidden": target_hidden, "layers": tuple(sorted(set(rows["chunk"].to_list()))),
+                "projection": projection, "chat": chat}
+    return fit_explainer(rows, model_dir, out_dir, lambda df, tok: patching_examples(df, tok, variant, chat, seed),
+                         settings, train, seed, device, metadata={"task": "patching", "variant": variant})
 
 
 def predict_patching(dataset: pl.DataFrame, explainer_path: str, variant: str, target_hidden: int, chat: bool,
@@ -175,22 +191,40 @@ def predict_patching(dataset: pl.DataFrame, explainer_path: str, variant: str, t
     return predictions_frame(test, outputs)
 
 
-def table2_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """Table 2: per target, each (explainer, variant) row's metrics with the paper's bold marking."""
+def causal_table(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame],
+                 group_by: str = "target") -> pl.DataFrame:
+    """A causal task's table: each (target, explainer, variant) row's metrics, best marked per group.
+
+    Table 2 groups by target (which explainer explains a target best); Table 3 by explainer (which
+    target an explainer explains best). Besides the three metrics: n_invalid (unparseable outputs),
+    said_changed (% of outputs predicting a change) and content match on the items whose gold changed /
+    did not (the paper's analysis of untrained explainers, section 5.2).
+    """
     from introspect.evaluation import score_causal
     from introspect.tables import build_metric_table, long_scores
 
+    if group_by not in ("target", "explainer"):
+        raise ValueError(f"group_by must be 'target' or 'explainer', got {group_by!r}")
     long, aggregates, extra = [], [], []
     for (target, explainer, variant), df in zip(rows, predictions):
-        label = f"{explainer} ({variant})"
+        group = target if group_by == "target" else explainer
+        label = f"{explainer if group_by == 'target' else target} ({variant})"
         scores = score_causal(df["prediction"].to_list(), df["gold"].to_list())
         per_item = {k: scores[k] for k in ("exact", "content", "changed_correct")}
-        long.append(long_scores(per_item, row=label, item_ids=df["item_id"].to_list(), group=target))
-        aggregates.append({"group": target, "row": label, "metric": "has_changed_f1",
+        long.append(long_scores(per_item, row=label, item_ids=df["item_id"].to_list(), group=group))
+        aggregates.append({"group": group, "row": label, "metric": "has_changed_f1",
                            "mean": scores["has_changed_f1"], "se": scores["has_changed_f1_se"]})
-        extra.append({"group": target, "row": label, "explainer": explainer, "variant": variant,
-                      "n_invalid": scores["n_invalid"], "said_changed": scores["pred_changed_share"]})
+        extra.append({"group": group, "row": label, "target": target, "explainer": explainer, "variant": variant,
+                      "n_invalid": scores["n_invalid"], "said_changed": scores["pred_changed_share"],
+                      "content_changed": scores["content_match_changed"],
+                      "content_unchanged": scores["content_match_unchanged"]})
     table = build_metric_table(pl.concat(long), ["exact", "has_changed_f1", "content"],
                                aggregates=pl.DataFrame(aggregates), proxies={"has_changed_f1": "changed_correct"},
                                scale=100)
-    return table.join(pl.DataFrame(extra), on=["group", "row"], how="left", maintain_order="left")
+    extra = pl.DataFrame(extra).drop(group_by)  # the group column already says it
+    return table.join(extra, on=["group", "row"], how="left", maintain_order="left")
+
+
+def table2_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Table 2: per target, each (explainer, variant) row's metrics with the paper's bold marking."""
+    return causal_table(rows, predictions, group_by="target")

@@ -134,6 +134,23 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
         needs = {"files": "path", "hf": "dataset"}.get(facts["backend"])
         if needs and needs not in facts:
             problems.append(f"patching.facts.{needs}: required for backend {facts['backend']}")
+    hints = config.get("hints")
+    if hints:
+        for target in hints["targets"]:
+            if target not in models:
+                problems.append(
+                    f"hints.targets.{target}: not a model in the registry (known: {', '.join(sorted(models))})"
+                )
+        for i, row in enumerate(hints.get("explain", {}).get("rows", [])):
+            for key in ("target", "explainer"):
+                if row[key] not in models:
+                    problems.append(f"hints.explain.rows[{i}].{key}: {row[key]!r} is not a model in the registry")
+            if row["target"] not in hints["targets"]:
+                problems.append(f"hints.explain.rows[{i}].target: {row['target']!r} is not one of hints.targets")
+        questions = hints["questions"]
+        needs = {"files": "path", "hf": "dataset"}.get(questions["backend"])
+        if needs and needs not in questions:
+            problems.append(f"hints.questions.{needs}: required for backend {questions['backend']}")
     return problems
 
 

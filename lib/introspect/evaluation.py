@@ -20,10 +20,10 @@ Parsing rules (``parse_causal``), decided here and tested in ``tests/test_evalua
 Metrics (the authors' definitions, section 5.1, with one change: an unparseable output is scored wrong on
 every metric and counted, never dropped and never a crash):
 
-- exact match: ``normalise(pred) == normalise(gold)``, normalising by surrounding whitespace, lower-case and
-  one final "." dropped. It is a string comparison, so wording matters: an untrained explainer that writes
-  "The output would change to <<<X>>>." (as F.2/F.3 tell it to) never exactly matches the trained gold
-  "The most likely output would change to <<<X>>>.", whereas content and has-changed credit it;
+- exact match: both parts right, i.e. the parsed has-changed value and the parsed content equal the
+  gold ones (the paper, section 5.1: "Requires the explainer to correctly predict both parts"). The
+  statement's wording is not compared, so an untrained explainer that writes "The output would change to
+  <<<X>>>." (as F.2/F.3 tell it to) is credited like the trained template;
 - content match: the parsed contents are equal (after ``strip()``; case-sensitive);
 - has-changed F1: macro F1 over the classes changed / unchanged (``has_changed_f1``).
 """
@@ -97,17 +97,10 @@ def causal_explanation(has_changed: bool, content: str) -> str:
     return template.format(content=content)
 
 
-def normalise(text: str) -> str:
-    """Text as exact match compares it: surrounding whitespace and one final '.' dropped, lower-cased."""
-    text = text.strip().lower()
-    if text.endswith("."):
-        text = text[:-1].rstrip()
-    return text
-
-
 def exact_match(pred: str, gold: str) -> bool:
-    """Whether the explanation equals the gold one after ``normalise`` (unparseable: False)."""
-    return parse_causal(pred).valid and normalise(pred) == normalise(gold)
+    """Whether both parts are right: the parsed has-changed value and content (unparseable: False)."""
+    p, g = parse_causal(pred), parse_causal(gold)
+    return p.valid and g.valid and p.has_changed == g.has_changed and p.content == g.content
 
 
 def content_match(pred: str, gold: str) -> bool:
@@ -234,13 +227,11 @@ def score_causal(
     valid = np.array([p.valid for p in pred_parsed], dtype=bool)
     pred_codes = _changed_codes([p.has_changed for p in pred_parsed])
     gold_changed = np.array([g.has_changed for g in gold_parsed], dtype=bool)
-    exact = np.array(
-        [v and normalise(p) == normalise(g) for v, p, g in zip(valid, predictions, golds)], dtype=np.int8
-    )
     content = np.array(
         [p.valid and p.content == g.content for p, g in zip(pred_parsed, gold_parsed)], dtype=np.int8
     )
     changed_correct = (pred_codes == gold_changed.astype(np.int8)).astype(np.int8)
+    exact = content & changed_correct
 
     n = len(golds)
     n_invalid = int((~valid).sum())

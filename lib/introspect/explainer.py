@@ -70,22 +70,27 @@ def add_vector_tokens(tokenizer) -> list[int]:
     return tokenizer.convert_tokens_to_ids(list(VECTOR_TOKENS))
 
 
-def render_prompt(tokenizer, prompt: str, chat: bool) -> str:
-    """The prompt text with [s][v][e] in place of ``{vector}``, inside the chat template when `chat`."""
+def render_prompt(tokenizer, prompt: str, chat: bool, system: str | None = None) -> str:
+    """The prompt text with [s][v][e] in place of ``{vector}``, inside the chat template when `chat`.
+
+    A `system` message goes through the chat template's system role, or above the prompt without one.
+    """
     if prompt.count(VECTOR_SLOT) > 1:
         raise ValueError(f"a prompt may hold at most one {VECTOR_SLOT}: {prompt!r}")
     text = prompt.replace(VECTOR_SLOT, "".join(VECTOR_TOKENS))
     if chat:
         if not tokenizer.chat_template:
             raise ValueError("explainer settings ask for chat prompts but the tokenizer has no chat template")
-        text = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                             add_generation_prompt=True)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    elif system:
+        text = f"{system}\n\n{text}"
     return text
 
 
-def encode(tokenizer, prompt: str, explanation: str | None, chat: bool = False) -> Encoded:
+def encode(tokenizer, prompt: str, explanation: str | None, chat: bool = False, system: str | None = None) -> Encoded:
     """Tokenise a (prompt, explanation) pair; the explanation is what the loss is computed on."""
-    text = render_prompt(tokenizer, prompt, chat)
+    text = render_prompt(tokenizer, prompt, chat, system)
     # A chat template writes its own BOS; otherwise let the tokenizer add what it normally adds.
     prompt_ids = tokenizer(text, add_special_tokens=not chat).input_ids
     labels = [IGNORE] * len(prompt_ids)
@@ -201,8 +206,10 @@ class VectorExplainer(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Mean over examples of each example's mean cross-entropy on its explanation tokens."""
-        logits = self.lm(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask).logits
-        return explanation_loss(logits, batch.labels)
+        keep = learned_positions(batch.labels)
+        logits = self.lm(inputs_embeds=self.embed(batch), attention_mask=batch.attention_mask,
+                         logits_to_keep=keep).logits
+        return explanation_loss(logits, batch.labels[:, keep + 1], shifted=True)
 
     @torch.no_grad()
     def generate(self, batch: Batch, max_new_tokens: int = 40) -> list[str]:
@@ -248,12 +255,24 @@ def grow_embeddings(lm, size: int) -> None:
         weight[old:] = (base.mean(0) + 0.1 * base.std(0) * noise).to(weight.dtype)
 
 
-def explanation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-example mean token cross-entropy over positions with a label, averaged over examples."""
-    shifted = logits[:, :-1].float()
-    target = labels[:, 1:]
+def learned_positions(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next token is learned by some example of the batch (the only logits the loss needs).
+
+    The vocabulary projection of every prompt position is wasted work in training: Gemma-3's 262k-entry
+    output layer costs more than its decoder, so the forward asks only for these positions' logits.
+    """
+    return (labels[:, 1:] != IGNORE).any(dim=0).nonzero(as_tuple=True)[0]
+
+
+def explanation_loss(logits: torch.Tensor, labels: torch.Tensor, shifted: bool = False) -> torch.Tensor:
+    """Per-example mean token cross-entropy over positions with a label, averaged over examples.
+
+    `logits[:, i]` predicts `labels[:, i + 1]`; with `shifted=True` the caller has aligned them already
+    (`logits[:, i]` predicts `labels[:, i]`).
+    """
+    pred, target = (logits.float(), labels) if shifted else (logits[:, :-1].float(), labels[:, 1:])
     token_loss = nn.functional.cross_entropy(
-        shifted.reshape(-1, shifted.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
+        pred.reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=IGNORE, reduction="none"
     ).view(target.shape)
     counts = (target != IGNORE).sum(dim=1)
     keep = counts > 0

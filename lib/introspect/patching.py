@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -201,12 +201,7 @@ class Patcher:
         if prefix_len is None:
             prefix_len = common_prefix_length(ids)
         earliest = min((iv.position for iv in interventions), default=prefix_len)
-        prefix_len = min(prefix_len, earliest, min(len(s) for s in ids) - 1)
-        cache = None
-        if prefix_len > 0:
-            out = self.model(input_ids=torch.tensor([list(ids[0][:prefix_len])], device=self.model.device),
-                             use_cache=True)
-            cache = out.past_key_values
+        prefix_len, cache = self._prefix_cache(ids, min(prefix_len, earliest))
         rows: list[tuple[int, Intervention | None]] = [(p, None) for p in range(len(ids))] if unpatched else []
         n_plain = len(rows)
         rows += [(iv.prompt, iv) for iv in interventions]
@@ -218,6 +213,31 @@ class Patcher:
             bar.update(len(group))
         bar.close()
         return results[:n_plain], results[n_plain:]
+
+    @torch.no_grad()
+    def last_logits(self, ids: Sequence[Sequence[int]], batch_size: int = 64,
+                    progress: bool = False) -> Iterator[torch.Tensor]:
+        """Unpatched next-token logits (B, vocab) at the last token of each sequence, one batch at a time.
+
+        The prefix all sequences share (a chat template's system turn) runs once, from the KV cache.
+        """
+        prefix_len, cache = self._prefix_cache(ids, common_prefix_length(ids))
+        rows = [(p, None) for p in range(len(ids))]
+        bar = tqdm(total=len(rows), desc="forward", unit="prompt", mininterval=10, disable=not progress)
+        for start in range(0, len(rows), batch_size):
+            group = rows[start:start + batch_size]
+            yield self._run_group(ids, group, prefix_len, cache)
+            bar.update(len(group))
+        bar.close()
+
+    def _prefix_cache(self, ids: Sequence[Sequence[int]], prefix_len: int):
+        """(prefix length actually cached, KV cache of ids[0][:that]); every row keeps >= 1 token to run."""
+        prefix_len = min(prefix_len, min(len(s) for s in ids) - 1)
+        if prefix_len <= 0:
+            return 0, None
+        out = self.model(input_ids=torch.tensor([list(ids[0][:prefix_len])], device=self.model.device),
+                         use_cache=True)
+        return prefix_len, out.past_key_values
 
     @torch.no_grad()
     def _run_group(self, ids, group, prefix_len, cache) -> torch.Tensor:

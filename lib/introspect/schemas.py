@@ -17,6 +17,17 @@ patching_sweep (results/patching/{target}/sweep.parquet) — one row per interve
 
 patching_dataset (results/patching/{target}/dataset.parquet) — the sweep's columns plus split
   (train/test), after balancing.
+
+hints_questions (results/hints/questions.parquet) — four-option questions:
+  question_id, subject, question, A, B, C, D (option texts), answer (the correct letter).
+
+hints_runs (results/hints/{target}/runs.parquet) — one row per question: the question's columns plus
+  hint_letter (drawn uniformly), hint (its text), answer_plain / answer_hinted (the target's letter without /
+  with the hint: the most likely of A-D after "Answer:"), plain_top_is_letter / hinted_top_is_letter (the
+  unrestricted top token was a letter), has_changed (answer_hinted != answer_plain), plain_correct,
+  follows_hint (answer_hinted == hint_letter).
+
+hints_dataset (results/hints/{target}/dataset.parquet) — the runs' columns plus split, after balancing.
 """
 
 from __future__ import annotations
@@ -41,7 +52,16 @@ PATCHING_SWEEP = {
 }
 PATCHING_DATASET = PATCHING_SWEEP | {"split": pl.String}
 
-TABLES = {"patching_pairs": PATCHING_PAIRS, "patching_sweep": PATCHING_SWEEP, "patching_dataset": PATCHING_DATASET}
+HINTS_QUESTIONS = {name: pl.String for name in ("question_id", "subject", "question", "A", "B", "C", "D", "answer")}
+HINTS_RUNS = HINTS_QUESTIONS | {
+    "hint_letter": pl.String, "hint": pl.String, "answer_plain": pl.String, "answer_hinted": pl.String,
+    "plain_top_is_letter": pl.Boolean, "hinted_top_is_letter": pl.Boolean, "has_changed": pl.Boolean,
+    "plain_correct": pl.Boolean, "follows_hint": pl.Boolean,
+}
+HINTS_DATASET = HINTS_RUNS | {"split": pl.String}
+
+TABLES = {"patching_pairs": PATCHING_PAIRS, "patching_sweep": PATCHING_SWEEP, "patching_dataset": PATCHING_DATASET,
+          "hints_questions": HINTS_QUESTIONS, "hints_runs": HINTS_RUNS, "hints_dataset": HINTS_DATASET}
 
 
 class SchemaError(ValueError):

@@ -1,0 +1,84 @@
+# Input ablation (hint) ground truth and explainers (paper section 2.4, 5.2, appendix D, E.3, F.3):
+# questions -> target runs with and without a hint -> balanced dataset -> Table 7; train -> predict -> Table 3.
+
+
+rule hints_questions:
+    """Collect the multiple-choice questions (builtin generator, MMLU files or the hub)."""
+    output:
+        "results/hints/questions.parquet",
+    params:
+        questions=config["hints"]["questions"],
+        seed=config["seed"],
+    log:
+        "logs/hints_questions.log",
+    benchmark:
+        "benchmarks/hints_questions.tsv"
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/hints_questions.py"
+
+
+rule hints_run:
+    """The target's answer letter to every question without and with a hint."""
+    input:
+        model=lambda wc: model_dir(wc.target),
+        questions="results/hints/questions.parquet",
+    output:
+        runs="results/hints/{target}/runs.parquet",
+        stats="results/hints/{target}/run_stats.json",
+    params:
+        hint_format=lambda wc: config["hints"]["targets"][wc.target]["hint_format"],
+        chat=lambda wc: config["hints"]["targets"][wc.target].get("chat", True),
+        batch_size=config["hints"]["batch_size"],
+        seed=config["seed"],
+        device=config["compute"]["device"],
+    log:
+        "logs/hints_run/{target}.log",
+    benchmark:
+        "benchmarks/hints_run/{target}.tsv"
+    threads: stage_threads()
+    resources:
+        gpu=stage_gpus("hints"),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/hints_run.py"
+
+
+rule hints_dataset:
+    """Split by question into train/test and balance has-changed within each split."""
+    input:
+        "results/hints/{target}/runs.parquet",
+    output:
+        "results/hints/{target}/dataset.parquet",
+    params:
+        balance=config["hints"]["balance"],
+        seed=config["seed"],
+    log:
+        "logs/hints_dataset/{target}.log",
+    benchmark:
+        "benchmarks/hints_dataset/{target}.tsv"
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/hints_dataset.py"
+
+
+rule table7:
+    """Changed / unchanged counts per target and split (the paper's Table 7)."""
+    input:
+        datasets=expand("results/hints/{target}/dataset.parquet", target=hint_targets()),
+    output:
+        csv="results/table7.csv",
+        md="results/table7.md",
+    params:
+        targets=hint_targets(),
+    log:
+        "logs/table7.log",
+    benchmark:
+        "benchmarks/table7.tsv"
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/table7.py"

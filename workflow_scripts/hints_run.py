@@ -1,0 +1,24 @@
+"""Snakemake wrapper: one target's answers to every question without and with a hint."""
+
+import json
+
+import torch
+
+from introspect.hints import HintSettings, run_hints, run_stats
+from introspect.models import load_model, resolve_device
+from introspect.runlog import logged
+from introspect.schemas import read_table, write_table
+
+with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
+    params = snakemake.params  # noqa: F821
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    model, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
+    questions = read_table(snakemake.input.questions, "hints_questions")  # noqa: F821
+    settings = HintSettings(hint_format=params.hint_format, chat=params.chat, batch_size=params.batch_size,
+                            seed=params.seed)
+    runs = run_hints(questions, model, tokenizer, settings)
+    write_table(runs, snakemake.output.runs, "hints_runs")  # noqa: F821
+    stats = run_stats(runs)
+    log.info("run statistics: %s", stats)
+    with open(snakemake.output.stats, "w") as out:  # noqa: F821
+        json.dump(stats, out, indent=2, sort_keys=True)
