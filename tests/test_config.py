@@ -127,3 +127,18 @@ def test_files_backend_needs_a_path():
     config = load()
     config["patching"]["facts"] = {"backend": "files"}
     assert problems_of(config) == ["patching.facts.path: required for backend files"]
+
+
+def test_hint_config_errors_name_the_key():
+    config = load()
+    config["hints"]["questions"]["backend"] = "trivia"
+    config["hints"]["targets"]["tiny-gemma3"]["hint_format"] = "Hint: B"
+    problems = problems_of(config)
+    assert "hints.questions.backend: 'trivia' is not one of ['builtin', 'files', 'hf']" in problems
+    assert any(p.startswith("hints.targets.tiny-gemma3.hint_format:") for p in problems)
+    config = load()
+    config["hints"]["questions"] = {"backend": "files"}
+    config["hints"]["explain"]["rows"].append({"target": "gemma3-270m", "explainer": "tiny-gemma3",
+                                               "variant": "trained"})
+    assert problems_of(config) == ["hints.explain.rows[4].target: 'gemma3-270m' is not one of hints.targets",
+                                   "hints.questions.path: required for backend files"]

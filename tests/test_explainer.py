@@ -133,6 +133,13 @@ def test_full_training_lowers_the_loss_and_the_checkpoint_reloads(tiny_dir, tmp_
     assert json.loads((tmp_path / "ckpt/explainer.json").read_text())["metadata"] == {"task": "test"}
 
 
+def test_full_tuning_can_freeze_the_embeddings(tiny_dir):
+    ex = build_explainer(tiny_dir, ExplainerSettings(target_hidden=64, train_embeddings=False))
+    frozen = {n for n, p in ex.named_parameters() if not p.requires_grad}
+    assert frozen and all("embed" in n or "lm_head" in n for n in frozen)
+    assert ex.lm.model.layers[0].mlp.up_proj.weight.requires_grad
+
+
 def test_lora_trains_adapters_and_projections_only(tiny_dir, tmp_path):
     ex = build_explainer(tiny_dir, ExplainerSettings(target_hidden=48, layers=(3,), projection="random",
                                                      tuning="lora", lora_r=4))

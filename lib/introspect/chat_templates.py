@@ -34,3 +34,16 @@ def chat_template(name: str) -> str:
         raise KeyError(
             f"unknown chat template {name!r}; the registry knows {sorted(TEMPLATES)}"
         ) from None
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The conversation through the tokenizer's chat template, ending with the assistant's turn opened.
+
+    Thinking is switched off (``enable_thinking=False``): a hybrid reasoning model such as Qwen3 would
+    otherwise open its turn with a <think> block instead of the answer the tasks read; templates without
+    that switch ignore it.
+    """
+    if not tokenizer.chat_template:
+        raise ValueError("the tokenizer has no chat template: give the model a `chat_template` in the registry "
+                         "(e.g. gemma3) or turn chat prompts off for it")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)

@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from introspect.chat_templates import render_chat
+
 log = logging.getLogger(__name__)
 
 VECTOR_TOKENS = ("<|vec_start|>", "<|vec|>", "<|vec_end|>")
@@ -44,6 +46,7 @@ class ExplainerSettings:
     lora_r: int = 16
     lora_alpha: int = 16
     lora_dropout: float = 0.05
+    train_embeddings: bool = True  # full tuning: also train the input/output embedding matrices
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -79,10 +82,8 @@ def render_prompt(tokenizer, prompt: str, chat: bool, system: str | None = None)
         raise ValueError(f"a prompt may hold at most one {VECTOR_SLOT}: {prompt!r}")
     text = prompt.replace(VECTOR_SLOT, "".join(VECTOR_TOKENS))
     if chat:
-        if not tokenizer.chat_template:
-            raise ValueError("explainer settings ask for chat prompts but the tokenizer has no chat template")
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = render_chat(tokenizer, messages)
     elif system:
         text = f"{system}\n\n{text}"
     return text
@@ -167,6 +168,10 @@ class VectorExplainer(nn.Module):
                     if projection_weights is not None:
                         proj.weight.data.copy_(projection_weights[layer])
                     self.projections[str(layer)] = proj.to(lm.dtype)
+        if settings.tuning == "full" and not settings.train_embeddings:
+            # Gemma-3's 262k x 640 embedding is most of its parameters: freezing it halves a CPU step
+            for module in (lm.get_input_embeddings(), lm.get_output_embeddings()):
+                module.weight.requires_grad_(False)
         if settings.tuning == "lora":
             import peft
 

@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from introspect.chat_templates import render_chat
 from introspect.evaluation import causal_explanation
 from introspect.explainer import Encoded, encode
 from introspect.training import ExplainerData
@@ -66,13 +67,8 @@ def user_turn(row: dict, hint: str | None) -> str:
 def target_text(tokenizer, user: str, chat: bool = True, system: str = SYSTEM_PROMPT) -> str:
     """What the target reads: system + user through its chat template, then the assistant's 'Answer:'."""
     if chat:
-        if not tokenizer.chat_template:
-            raise ValueError("the hint task puts prompts through the target's chat template, but its tokenizer "
-                             "has none: give the model a `chat_template` in the registry or set chat: false")
-        head = tokenizer.apply_chat_template(
-            [{"role": "system", "content": system}, {"role": "user", "content": user}],
-            tokenize=False, add_generation_prompt=True)
-        return head + ANSWER_PREFIX
+        return render_chat(tokenizer, [{"role": "system", "content": system}, {"role": "user", "content": user}]) \
+            + ANSWER_PREFIX
     return f"{system}\n\n{user}\n{ANSWER_PREFIX}"
 
 

@@ -90,8 +90,9 @@ def build_prompt(subject: str, template: str, options: Sequence[str], prompt_for
     offset = len(prefix)
     text = prefix + content
     if chat:
-        text = tokenizer.apply_chat_template([{"role": "user", "content": prefix + content}], tokenize=False,
-                                             add_generation_prompt=True)
+        from introspect.chat_templates import render_chat
+
+        text = render_chat(tokenizer, [{"role": "user", "content": prefix + content}])
         start = text.find(prefix + content)
         if start < 0:
             raise ValueError("the chat template altered the prompt text; cannot locate the spans")
