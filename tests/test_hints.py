@@ -167,3 +167,11 @@ def test_target_step_on_real_mmlu_subjects(tiny_target):
     runs = run_hints(questions, model, tok, HintSettings(batch_size=8), progress=False)
     assert runs.height == 30 and set(runs["subject"]) <= {"anatomy", "astronomy", "virology"}
     assert set(runs["answer_plain"]) <= set(LETTERS) and set(runs["answer"]) <= set(LETTERS)
+
+
+def test_chat_prompts_switch_thinking_off(smollm2_tokenizer_dir):
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    # a Qwen3-style template: the assistant turn opens with an empty think block when thinking is off
+    tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
+                         "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
+    assert target_text(tok, "Question: q").endswith("<assistant><think></think>Answer:")
