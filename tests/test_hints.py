@@ -175,3 +175,18 @@ def test_chat_prompts_switch_thinking_off(smollm2_tokenizer_dir):
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
                          "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
     assert target_text(tok, "Question: q").endswith("<assistant><think></think>Answer:")
+
+
+def test_causal_table_markdown_shows_the_csv_percentages(tmp_path):
+    from introspect.causal import write_causal_table
+
+    gold = hint_explanation({"has_changed": True, "answer_plain": "A"})
+    other = hint_explanation({"has_changed": False, "answer_plain": "B"})
+    pred = pl.DataFrame({"item_id": list("abcd"), "gold": [gold, gold, other, other],
+                         "prediction": [gold, other, other, "nonsense"]})
+    table = table3_frame([("t", "e", "trained")], [pred])
+    write_causal_table(table, tmp_path / "t.csv", tmp_path / "t.md", "table3")
+    csv = pl.read_csv(tmp_path / "t.csv")
+    assert csv["exact_mean"][0] == pytest.approx(50.0) and csv["said_changed"][0] == pytest.approx(25.0)
+    markdown = (tmp_path / "t.md").read_text()
+    assert f"50.0 ± {csv['exact_se'][0]:.1f}" in markdown and "5000" not in markdown

@@ -2,21 +2,10 @@
 
 import polars as pl
 
-from introspect.causal import table2_frame
+from introspect.causal import table2_frame, write_causal_table
 from introspect.runlog import logged
-from introspect.tables import write_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     rows = [tuple(r) for r in snakemake.params.rows]  # noqa: F821
     table = table2_frame(rows, [pl.read_parquet(p) for p in snakemake.input.predictions])  # noqa: F821
-    write_table(
-        table, snakemake.output.csv, snakemake.output.md,  # noqa: F821
-        title="Table 2: activation-patching outcomes explained (exact match, has-changed F1, content match)",
-        labels={"group": "target", "row": "explainer (variant)", "exact": "exact match",
-                "has_changed_f1": "has-changed F1", "content": "content match"},
-        scale=100,
-        notes=["mean ± SE x 100 over the test items; bold: not significantly different from the best entry of "
-               "the same target (paired t-test, p >= 0.05; for F1 on per-item has-changed correctness).",
-               "n_invalid: explainer outputs that do not parse (scored as wrong); said_changed: % of outputs "
-               "that predict a change."],
-    )
+    write_causal_table(table, snakemake.output.csv, snakemake.output.md, "table2")  # noqa: F821

@@ -221,10 +221,35 @@ def causal_table(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.
     table = build_metric_table(pl.concat(long), ["exact", "has_changed_f1", "content"],
                                aggregates=pl.DataFrame(aggregates), proxies={"has_changed_f1": "changed_correct"},
                                scale=100)
-    extra = pl.DataFrame(extra).drop(group_by)  # the group column already says it
+    shares = ["said_changed", "content_changed", "content_unchanged"]
+    extra = pl.DataFrame(extra).drop(group_by).with_columns(pl.col(shares).round(1))  # group says it already
     return table.join(extra, on=["group", "row"], how="left", maintain_order="left")
 
 
 def table2_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame]) -> pl.DataFrame:
     """Table 2: per target, each (explainer, variant) row's metrics with the paper's bold marking."""
     return causal_table(rows, predictions, group_by="target")
+
+
+CAUSAL_TABLES = {
+    "table2": ("Table 2: activation-patching outcomes explained (exact match, has-changed F1, content match)",
+               "target", "explainer (variant)", "the same target"),
+    "table3": ("Table 3: input-ablation (hint) outcomes explained (exact match, has-changed F1, content match); "
+               "sorted by explainer, as in the paper", "explainer", "target (variant)", "the same explainer"),
+}
+
+
+def write_causal_table(table: pl.DataFrame, csv_path: str, md_path: str, name: str) -> None:
+    """Write Table 2 or 3 (built by :func:`causal_table`) as CSV and Markdown; values are already in %."""
+    from introspect.tables import write_table
+
+    title, group, row, scope = CAUSAL_TABLES[name]
+    write_table(
+        table, csv_path, md_path, title=title,
+        labels={"group": group, "row": row, "exact": "exact match", "has_changed_f1": "has-changed F1",
+                "content": "content match"},
+        notes=[f"mean ± SE in % over the test items; bold: not significantly different from the best entry of {scope} "
+               "(paired t-test, p >= 0.05; for F1 on per-item has-changed correctness).",
+               "n_invalid: unparseable outputs (scored as wrong); said_changed: % of outputs predicting a change; "
+               "content_changed / content_unchanged: content match (%) on items whose output did / did not change."],
+    )
