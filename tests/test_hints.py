@@ -190,3 +190,12 @@ def test_causal_table_markdown_shows_the_csv_percentages(tmp_path):
     assert csv["exact_mean"][0] == pytest.approx(50.0) and csv["said_changed"][0] == pytest.approx(25.0)
     markdown = (tmp_path / "t.md").read_text()
     assert f"50.0 ± {csv['exact_se'][0]:.1f}" in markdown and "5000" not in markdown
+
+
+def test_table3_compares_targets_of_one_explainer_on_different_items():
+    gold = hint_explanation({"has_changed": True, "answer_plain": "A"})
+    good = pl.DataFrame({"item_id": [f"a{i}" for i in range(30)], "gold": [gold] * 30, "prediction": [gold] * 30})
+    bad = pl.DataFrame({"item_id": [f"b{i}" for i in range(30)], "gold": [gold] * 30,
+                        "prediction": [gold] * 3 + ["no"] * 27})
+    table = table3_frame([("t1", "e", "trained"), ("t2", "e", "trained")], [good, bad])
+    assert table["exact_best"].to_list() == [True, False]

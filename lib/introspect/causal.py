@@ -195,8 +195,9 @@ def causal_table(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.
                  group_by: str = "target") -> pl.DataFrame:
     """A causal task's table: each (target, explainer, variant) row's metrics, best marked per group.
 
-    Table 2 groups by target (which explainer explains a target best); Table 3 by explainer (which
-    target an explainer explains best). Besides the three metrics: n_invalid (unparseable outputs),
+    Table 2 groups by target (which explainer explains a target best; rows share the target's test items,
+    so best = paired t-test); Table 3 by explainer (which target an explainer explains best; rows are on
+    different targets' items, so best = Welch's unpaired t-test). Besides the three metrics: n_invalid (unparseable outputs),
     said_changed (% of outputs predicting a change) and content match on the items whose gold changed /
     did not (the paper's analysis of untrained explainers, section 5.2).
     """
@@ -220,7 +221,7 @@ def causal_table(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.
                       "content_unchanged": scores["content_match_unchanged"]})
     table = build_metric_table(pl.concat(long), ["exact", "has_changed_f1", "content"],
                                aggregates=pl.DataFrame(aggregates), proxies={"has_changed_f1": "changed_correct"},
-                               scale=100)
+                               scale=100, paired=group_by == "target")
     shares = ["said_changed", "content_changed", "content_unchanged"]
     extra = pl.DataFrame(extra).drop(group_by).with_columns(pl.col(shares).round(1))  # group says it already
     return table.join(extra, on=["group", "row"], how="left", maintain_order="left")
@@ -237,6 +238,10 @@ CAUSAL_TABLES = {
     "table3": ("Table 3: input-ablation (hint) outcomes explained (exact match, has-changed F1, content match); "
                "sorted by explainer, as in the paper", "explainer", "target (variant)", "the same explainer"),
 }
+TESTS = {
+    "table2": "paired t-test, p >= 0.05",
+    "table3": "Welch's unpaired t-test, p >= 0.05, as rows of one explainer are scored on different targets' items",
+}
 
 
 def write_causal_table(table: pl.DataFrame, csv_path: str, md_path: str, name: str) -> None:
@@ -249,7 +254,7 @@ def write_causal_table(table: pl.DataFrame, csv_path: str, md_path: str, name: s
         labels={"group": group, "row": row, "exact": "exact match", "has_changed_f1": "has-changed F1",
                 "content": "content match"},
         notes=[f"mean ± SE in % over the test items; bold: not significantly different from the best entry of {scope} "
-               "(paired t-test, p >= 0.05; for F1 on per-item has-changed correctness).",
+               f"({TESTS[name]}; for F1 on per-item has-changed correctness).",
                "n_invalid: unparseable outputs (scored as wrong); said_changed: % of outputs predicting a change; "
                "content_changed / content_unchanged: content match (%) on items whose output did / did not change."],
     )

@@ -305,3 +305,30 @@ def paired_best(
         if math.isnan(p) or p >= alpha:
             best.add(name)
     return best
+
+
+def unpaired_best(
+    per_item: Mapping[str, Sequence[float] | np.ndarray], alpha: float = 0.05, reference: str | None = None
+) -> set[str]:
+    """Like :func:`paired_best` for rows scored on different items: Welch's t-test (``ttest_ind``, unequal
+    variances) of every row against the reference; p >= alpha or p = nan counts as no significant difference."""
+    arrays = {name: np.asarray(v, dtype=float) for name, v in per_item.items()}
+    if not arrays:
+        return set()
+    if reference is None:
+        reference = max(arrays, key=lambda n: arrays[n].mean() if arrays[n].size else -math.inf)
+    elif reference not in arrays:
+        raise ValueError(f"reference row {reference!r} is not among {sorted(arrays)}")
+    best = {reference}
+    for name, a in arrays.items():
+        if name == reference:
+            continue
+        ref = arrays[reference]
+        if a.size < 2 or ref.size < 2 or (a.std() == 0 and ref.std() == 0 and a.mean() == ref.mean()):
+            best.add(name)
+            continue
+        with np.errstate(all="ignore"):
+            p = stats.ttest_ind(ref, a, equal_var=False).pvalue
+        if math.isnan(p) or p >= alpha:
+            best.add(name)
+    return best

@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from introspect.evaluation import mean_se, paired_best
+from introspect.evaluation import mean_se, paired_best, unpaired_best
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,10 @@ def _groups(df: pl.DataFrame, has_group: bool) -> list[tuple[str | None, list[st
     return list(out.items())
 
 
-def _per_item(part: pl.DataFrame, group: str | None, rows: list[str], metric: str) -> dict[str, np.ndarray]:
-    """One metric's values per row, aligned on item_id; raises if the rows are not scored on the same items."""
+def _per_item(part: pl.DataFrame, group: str | None, rows: list[str], metric: str,
+              aligned: bool = True) -> dict[str, np.ndarray]:
+    """One metric's values per row, aligned on item_id; raises if the rows are not scored on the same items
+    (unless `aligned` is False: rows scored on different items, for an unpaired test)."""
     where = f"group {group!r}, " if group is not None else ""
     sub = part.filter(pl.col(METRIC) == metric)
     dup = sub.group_by([ROW, ITEM]).len().filter(pl.col("len") > 1)
@@ -87,6 +89,8 @@ def _per_item(part: pl.DataFrame, group: str | None, rows: list[str], metric: st
     empty = [r for r, d in items.items() if d.height == 0]
     if empty:
         raise ValueError(f"{where}metric {metric!r}: no values for rows {empty}")
+    if not aligned:
+        return {r: d[VALUE].to_numpy().astype(float) for r, d in items.items()}
     ids = {r: d[ITEM].to_list() for r, d in items.items()}
     union = set().union(*map(set, ids.values()))
     gaps = {r: sorted(union - set(v), key=str) for r, v in ids.items() if len(v) != len(union)}
@@ -122,6 +126,7 @@ def build_metric_table(
     proxies: Mapping[str, str] | None = None,
     scale: float = 1.0,
     alpha: float = 0.05,
+    paired: bool = True,
 ) -> pl.DataFrame:
     """Mean, SE and paper-style best flag per (group, row) and metric, from long per-item scores.
 
@@ -146,6 +151,7 @@ def build_metric_table(
         if source not in known:
             raise ValueError(f"metric {source!r} has no per-item scores; scores hold {sorted(known)}")
 
+    test = paired_best if paired else unpaired_best
     records: list[dict[str, object]] = []
     for group, rows in _groups(scores, has_group):
         part = scores.filter(pl.col(GROUP) == group) if has_group else scores
@@ -154,14 +160,14 @@ def build_metric_table(
         table = {r: ({GROUP: group} if has_group else {}) | {ROW: r, "n": n_of[r]} for r in rows}
         for metric in metrics:
             if metric in proxies:
-                values = _per_item(part, group, rows, proxies[metric])
+                values = _per_item(part, group, rows, proxies[metric], aligned=paired)
                 stats = {r: _aggregate(aggregates, group, r, metric, has_group) for r in rows}
                 reference = max(rows, key=lambda r: stats[r][0])
-                best = paired_best(values, alpha=alpha, reference=reference)
+                best = test(values, alpha=alpha, reference=reference)
             else:
-                values = _per_item(part, group, rows, metric)
+                values = _per_item(part, group, rows, metric, aligned=paired)
                 stats = {r: tuple(x * scale for x in mean_se(v)) for r, v in values.items()}
-                best = paired_best(values, alpha=alpha)
+                best = test(values, alpha=alpha)
             for r in rows:
                 table[r][f"{metric}_mean"], table[r][f"{metric}_se"] = stats[r]
                 table[r][f"{metric}_best"] = r in best
