@@ -266,6 +266,16 @@ def score_causal(
     }
 
 
+def _reference(arrays: Mapping[str, np.ndarray], reference: str | None) -> str:
+    """The row every other row is tested against: `reference`, else the highest mean (first on ties)."""
+    if reference is None:
+        means = {name: a.mean() if a.size else -math.inf for name, a in arrays.items()}
+        return max(means, key=means.__getitem__)
+    if reference not in arrays:
+        raise ValueError(f"reference row {reference!r} is not among {sorted(arrays)}")
+    return reference
+
+
 def paired_best(
     per_item: Mapping[str, Sequence[float] | np.ndarray], alpha: float = 0.05, reference: str | None = None
 ) -> set[str]:
@@ -286,11 +296,7 @@ def paired_best(
     nonfinite = [name for name, a in arrays.items() if not np.isfinite(a).all()]
     if nonfinite:
         raise ValueError(f"per-item values are not all finite for rows {nonfinite}")
-    if reference is None:
-        means = {name: a.mean() if a.size else -math.inf for name, a in arrays.items()}
-        reference = max(means, key=means.__getitem__)
-    elif reference not in arrays:
-        raise ValueError(f"reference row {reference!r} is not among {sorted(arrays)}")
+    reference = _reference(arrays, reference)
     best = {reference}
     for name, a in arrays.items():
         if name == reference:
@@ -315,10 +321,7 @@ def unpaired_best(
     arrays = {name: np.asarray(v, dtype=float) for name, v in per_item.items()}
     if not arrays:
         return set()
-    if reference is None:
-        reference = max(arrays, key=lambda n: arrays[n].mean() if arrays[n].size else -math.inf)
-    elif reference not in arrays:
-        raise ValueError(f"reference row {reference!r} is not among {sorted(arrays)}")
+    reference = _reference(arrays, reference)
     best = {reference}
     for name, a in arrays.items():
         if name == reference:

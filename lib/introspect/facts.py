@@ -130,7 +130,7 @@ def load_counterfact_file(path: str | Path) -> list[Fact]:
         if not text.strip():
             raise FactsError(f"{where}: the file is empty; expected a list of CounterFact records")
         if suffix == ".jsonl":
-            records = _read_jsonl(text, where)
+            records = read_jsonl(text, where)
         else:
             try:
                 data = json.loads(text)
@@ -138,7 +138,7 @@ def load_counterfact_file(path: str | Path) -> list[Fact]:
                 if suffix == ".json":
                     raise FactsError(f"{where}: not valid JSON ({exc}); expected a list of CounterFact "
                                      "records (or JSON Lines in a .jsonl file)") from exc
-                data = _read_jsonl(text, where)  # another suffix: try JSON Lines
+                data = read_jsonl(text, where)  # another suffix: try JSON Lines
             if isinstance(data, dict) and "facts" in data and "relations" in data:
                 return _parse_table(data, where)  # the builtin table's own format
             if isinstance(data, dict):
@@ -151,16 +151,17 @@ def load_counterfact_file(path: str | Path) -> list[Fact]:
     return parse_records(records, where)
 
 
-def _read_jsonl(text: str, where: str) -> list[Any]:
-    """Records of a JSON Lines text (blank lines skipped)."""
+def read_jsonl(text: str, where: str, error: type[Exception] = FactsError,
+               record: str = "CounterFact record") -> list[Any]:
+    """Records of a JSON Lines text (blank lines skipped); a bad line raises `error` naming it."""
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise FactsError(f"{where} line {number}: not valid JSON ({exc.msg}); expected one "
-                                 "CounterFact record per line") from exc
+                raise error(f"{where} line {number}: not valid JSON ({exc.msg}); expected one {record} "
+                            "per line") from exc
     return records
 
 

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 
-from introspect.facts import Fact, FactsError, builtin_facts, first_word
+from introspect.facts import Fact, FactsError, builtin_facts, first_word, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +389,7 @@ def load_question_file(path: str | Path) -> list[Question]:
         if not text.strip():
             raise QuestionsError(f"{where}: the file is empty; expected a list of question records")
         if path.suffix.lower() == ".jsonl":
-            records = _read_jsonl(text, where)
+            records = read_jsonl(text, where, QuestionsError, "question record")
         else:
             try:
                 data = json.loads(text)
@@ -402,19 +402,6 @@ def load_question_file(path: str | Path) -> list[Question]:
     if not records:
         raise QuestionsError(f"{where}: the file has no records; expected a list of question records")
     return parse_records(records, where, default_subject=path.stem)
-
-
-def _read_jsonl(text: str, where: str) -> list[Any]:
-    """Records of a JSON Lines text (blank lines skipped)."""
-    records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise QuestionsError(f"{where} line {number}: not valid JSON ({exc.msg}); expected one question "
-                                     "record per line") from exc
-    return records
 
 
 def load_mmlu_hf(dataset: str = DEFAULT_HF_DATASET, subjects: Sequence[str] | None = None,
