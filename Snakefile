@@ -46,6 +46,11 @@ if config.get("patching"):
         include: "rules/patching_explain.smk"
 
 
+if config.get("features"):
+
+    include: "rules/features.smk"
+
+
 if config.get("hints"):
 
     include: "rules/hints.smk"

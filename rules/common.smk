@@ -39,6 +39,10 @@ def paper_targets():
         targets += ["results/table6.csv"]
         if config["patching"].get("explain"):
             targets += ["results/table2.csv"]
+    if config.get("features"):
+        targets += ["results/features_sae.csv", "results/table5.csv"]
+        targets += expand("results/{target}/features/{name}", target=feature_targets(),
+                          name=["train.parquet", "eval/sae.parquet", "eval/act.parquet", "eval/dact.parquet"])
     if config.get("hints"):
         targets += ["results/table7.csv"]
         if config["hints"].get("explain"):
@@ -104,3 +108,21 @@ def explainer_input(task, wc):
 def explainer_chat(name):
     """The hint task's explainer reads a system + user conversation: chat format when the model has one."""
     return bool(MODELS[name].instruct or MODELS[name].chat_template)
+
+
+def feature_targets():
+    return list(config.get("features", {}).get("targets", {}))
+
+
+def feature_layers(target):
+    return list(config["features"]["targets"][target]["layers"])
+
+
+def feature_setting(target, key):
+    """A per-target override (features.targets.<t>.sae / .labels) or the section's default."""
+    return config["features"]["targets"][target].get(key, config["features"][key])
+
+
+def similarity_pairs():
+    """(target, explainer) pairs of Table 5."""
+    return [(t, e) for t in feature_targets() for e in config["features"]["similarity"]["explainers"]]

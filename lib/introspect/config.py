@@ -151,6 +151,45 @@ def reference_problems(config: dict[str, Any]) -> list[str]:
         needs = {"files": "path", "hf": "dataset"}.get(questions["backend"])
         if needs and needs not in questions:
             problems.append(f"hints.questions.{needs}: required for backend {questions['backend']}")
+    problems += _feature_problems(config.get("features"), models, patching)
+    return problems
+
+
+def _feature_problems(features: dict[str, Any] | None, models: dict[str, Any], patching) -> list[str]:
+    """Cross-key checks of the features section: models, layers within depth, backend options present."""
+    if not features:
+        return []
+    problems = []
+    known = ", ".join(sorted(models))
+    for target, entry in features["targets"].items():
+        if target not in models:
+            problems.append(f"features.targets.{target}: not a model in the registry (known: {known})")
+            continue
+        depth = models[target]["n_layers"]
+        past = [layer for layer in entry["layers"] if layer >= depth]
+        if past:
+            problems.append(f"features.targets.{target}.layers: {past} are past the model's depth "
+                            f"({depth} layers: 0..{depth - 1})")
+        sae = entry.get("sae", features["sae"])
+        if sae["backend"] == "llamascope" and "repo" not in sae:
+            problems.append(f"features.targets.{target}.sae.repo: required for backend llamascope")
+        labels = entry.get("labels", features["labels"])
+        for key in ("model_id", "sae_id"):
+            if labels["backend"] == "neuronpedia" and key not in labels:
+                problems.append(f"features.targets.{target}.labels.{key}: required for backend neuronpedia")
+    for i, name in enumerate(features["similarity"]["explainers"]):
+        if name not in models:
+            problems.append(f"features.similarity.explainers[{i}]: {name!r} is not a model in the registry")
+    corpus = features["corpus"]
+    needs = {"files": "path", "hf": "dataset"}.get(corpus["backend"])
+    if needs and needs not in corpus:
+        problems.append(f"features.corpus.{needs}: required for backend {corpus['backend']}")
+    simulator = features["simulator"]
+    if simulator["backend"] in ("openai", "finetuned") and "model" not in simulator:
+        problems.append(f"features.simulator.model: required for backend {simulator['backend']}")
+    if not patching:
+        problems.append("features: the dACT eval set reuses the counterfactual pairs of the patching section; "
+                        "add a patching section")
     return problems
 
 

@@ -28,6 +28,33 @@ hints_runs (results/hints/{target}/runs.parquet) — one row per question: the q
   follows_hint (answer_hinted == hint_letter).
 
 hints_dataset (results/hints/{target}/dataset.parquet) — the runs' columns plus split, after balancing.
+
+features_corpus (results/features/corpus.parquet) — documents: doc_id, source (where the text comes from),
+  text, split (train: SAE training; eval: exemplars, FVU, eval vectors).
+
+feature_tokens (results/{target}/features/tokens.parquet) — one row per content token: seq_id, doc_id, split,
+  position (index in the model input; 0 = attention sink, never used), token_id, text (the document's
+  characters from the previous token's end to this token's end).
+
+feature_vectors (results/{target}/features/sae/layer{L}.parquet) — layer, feature, vector (unit decoder
+  direction of the SAE feature, the target's hidden size).
+
+feature_exemplars (results/{target}/features/exemplars/layer{L}.parquet) — layer, feature, max_activation,
+  windows (eval window ids, top first), kinds (top/random per window), activations (per window, per token:
+  the SAE encoder's activation of the feature).
+
+feature_labels (results/{target}/features/labels/layer{L}.parquet) — layer, feature, label (chosen
+  description), score (simulator score on the selecting exemplars), check_score (on the held-out half),
+  random_candidate / random_score / random_check_score (a random candidate, for comparison), candidates,
+  candidate_scores.
+
+feature_train (results/{target}/features/train.parquet) — the training pool: item_id ("L{layer}/f{feature}"),
+  layer, feature, vector, label, score.
+
+feature_eval (results/{target}/features/eval/{sae,act,dact}.parquet) — eval items: item_id, layer, vector,
+  label (gold label of a held-out SAE feature; null for ACT/dACT), source (what the vector is), windows,
+  kinds, activations (its exemplars, as in feature_exemplars; window ids refer to the eval windows of the
+  target's tokens table, introspect.features.make_windows).
 """
 
 from __future__ import annotations
@@ -60,8 +87,27 @@ HINTS_RUNS = HINTS_QUESTIONS | {
 }
 HINTS_DATASET = HINTS_RUNS | {"split": pl.String}
 
+FEATURES_CORPUS = {"doc_id": pl.String, "source": pl.String, "text": pl.String, "split": pl.String}
+FEATURE_TOKENS = {"seq_id": pl.Int64, "doc_id": pl.String, "split": pl.String, "position": pl.Int64,
+                  "token_id": pl.Int64, "text": pl.String}
+FEATURE_VECTORS = {"layer": pl.Int64, "feature": pl.Int64, "vector": VECTOR}
+_EXEMPLAR_COLUMNS = {"windows": pl.List(pl.Int64), "kinds": pl.List(pl.String),
+                     "activations": pl.List(pl.List(pl.Float32))}
+FEATURE_EXEMPLARS = {"layer": pl.Int64, "feature": pl.Int64, "max_activation": pl.Float32} | _EXEMPLAR_COLUMNS
+FEATURE_LABELS = {"layer": pl.Int64, "feature": pl.Int64, "label": pl.String, "score": pl.Float64,
+                  "check_score": pl.Float64, "random_candidate": pl.String, "random_score": pl.Float64,
+                  "random_check_score": pl.Float64, "candidates": pl.List(pl.String),
+                  "candidate_scores": pl.List(pl.Float64)}
+FEATURE_TRAIN = {"item_id": pl.String, "layer": pl.Int64, "feature": pl.Int64, "vector": VECTOR,
+                 "label": pl.String, "score": pl.Float64}
+FEATURE_EVAL = {"item_id": pl.String, "layer": pl.Int64, "vector": VECTOR, "label": pl.String,
+                "source": pl.String} | _EXEMPLAR_COLUMNS
+
 TABLES = {"patching_pairs": PATCHING_PAIRS, "patching_sweep": PATCHING_SWEEP, "patching_dataset": PATCHING_DATASET,
-          "hints_questions": HINTS_QUESTIONS, "hints_runs": HINTS_RUNS, "hints_dataset": HINTS_DATASET}
+          "hints_questions": HINTS_QUESTIONS, "hints_runs": HINTS_RUNS, "hints_dataset": HINTS_DATASET,
+          "features_corpus": FEATURES_CORPUS, "feature_tokens": FEATURE_TOKENS, "feature_vectors": FEATURE_VECTORS,
+          "feature_exemplars": FEATURE_EXEMPLARS, "feature_labels": FEATURE_LABELS, "feature_train": FEATURE_TRAIN,
+          "feature_eval": FEATURE_EVAL}
 
 
 class SchemaError(ValueError):

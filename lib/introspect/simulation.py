@@ -124,6 +124,10 @@ class Simulator(abc.ABC):
             return math.nan
         return simulation_score([p for p, _ in pairs], [ex for _, ex in pairs])
 
+    def score_many(self, descriptions: Sequence[str], exemplars: Sequence[Exemplar]) -> "np.ndarray":
+        """Score of each description on the same exemplars (backends may do this faster than one by one)."""
+        return np.array([self.score(d, exemplars) for d in descriptions], dtype=np.float64)
+
 
 def simulation_messages(description: str, tokens: Sequence[str]) -> list[dict[str, str]]:
     """The chat messages asking for one 0-10 value per token of one exemplar."""
@@ -287,3 +291,155 @@ class OpenAISimulator(Simulator):
 
     def _redact(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key and self._api_key != DUMMY_API_KEY else text
+
+
+FINETUNED_SIMULATOR_ID = "Transluce/features_explain_llama3.1_8b_simulator"
+
+
+class FinetunedSimulator(Simulator):
+    """Transluce's fine-tuned simulator (the paper's backend): a causal LM reading a 0-10 value per token.
+
+    The prompt is the text ``"## Neuron Description: {E}\\n\\n ## Input: "`` (E the description, not
+    stripped) tokenized with the tokenizer's special tokens (its BOS, if it adds one), followed by the
+    exemplar's token ids. The prediction at a token is the expected value ``sum_i i * p_i`` of the softmax
+    over the next-token logits of the strings ``"0"`` .. ``"10"`` at that token's position, so it lies in
+    [0, 10].
+
+    :meth:`predict` takes :class:`Exemplar` objects, which hold decoded token strings, not ids: each
+    token string is tokenized on its own (``add_special_tokens=False``) and the sub-token ids are
+    concatenated; the prediction for an exemplar token is read at the position of its *last* sub-token.
+    With a byte-level BPE tokenizer of the target's family (Llama-3.1 for the released checkpoint) a
+    decoded token usually re-tokenizes to itself; a token string that tokenizes to nothing (empty) is a
+    ValueError. Callers holding the target's ids can use :meth:`predict_ids`, which reads every position.
+
+    The model and tokenizer are loaded with ``transformers`` on first use (constructing is cheap), unless
+    given as `model` / `tokenizer` (then used as they are: `device` and `dtype` apply to loading only).
+    ``model_dir_or_id`` is a local folder or a hub id such as ``FINETUNED_SIMULATOR_ID``. Exemplars of
+    one description are run `batch_size` at a time in one forward pass, right-padded with an attention
+    mask; the description prefix is recomputed for each (a shared KV cache would be faster, not
+    different). `max_tokens`, when set, is the most tokens an
+    exemplar may have: a longer one is a ValueError, not truncated.
+    """
+
+    PROMPT = "## Neuron Description: {description}\n\n ## Input: "
+
+    def __init__(self, model_dir_or_id: str, *, device: str = "cpu",
+                 dtype: str = "bfloat16", batch_size: int = 8, max_tokens: int | None = None,
+                 model: Any = None, tokenizer: Any = None) -> None:
+        if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
+            raise ValueError("FinetunedSimulator needs batch_size >= 1 and max_tokens >= 1 (or None)")
+        if (model is None) != (tokenizer is None):
+            raise ValueError("give both `model` and `tokenizer`, or neither (then both are loaded from "
+                             f"{model_dir_or_id!r})")
+        self.model_dir_or_id, self.device, self.dtype = str(model_dir_or_id), device, dtype
+        self.batch_size, self.max_tokens = batch_size, max_tokens
+        self._model, self._tokenizer = model, tokenizer
+        self._value_ids: list[int] | None = None
+        self._lock = threading.Lock()
+
+    def prompt(self, description: str) -> str:
+        """The text that precedes the exemplar's tokens."""
+        return self.PROMPT.format(description=description)
+
+    @property
+    def tokenizer(self) -> Any:
+        self._load()
+        return self._tokenizer
+
+    @property
+    def model(self) -> Any:
+        self._load()
+        return self._model
+
+    def _load(self) -> None:
+        with self._lock:
+            if self._model is None:
+                import torch
+                import transformers
+
+                dtype = getattr(torch, self.dtype) if isinstance(self.dtype, str) else self.dtype
+                if not isinstance(dtype, torch.dtype):
+                    raise ValueError(f"dtype {self.dtype!r} is not a torch dtype; use e.g. bfloat16 or float32")
+                try:
+                    tokenizer = transformers.AutoTokenizer.from_pretrained(self.model_dir_or_id)
+                    model = transformers.AutoModelForCausalLM.from_pretrained(self.model_dir_or_id, dtype=dtype)
+                except (OSError, ValueError, ImportError) as exc:
+                    raise SimulatorError(
+                        f"cannot load the simulator model {self.model_dir_or_id!r} ({type(exc).__name__}: {exc}); "
+                        f"download it with `huggingface-cli download {FINETUNED_SIMULATOR_ID} --local-dir DIR` "
+                        "(on a machine with network access) and point the simulator's model setting at DIR, "
+                        "or use the `embedding` simulator backend offline") from exc
+                self._model, self._tokenizer = model.to(self.device), tokenizer
+            if self._value_ids is None:
+                self._model.eval()
+                # The first id of each of "0".."10": "10" is one token in Llama-3 tokenizers, but a
+                # digit-splitting tokenizer (e.g. SmolLM2's) gives "1","0", and then "10" shares "1"'s logit.
+                self._value_ids = [self._tokenizer(str(v), add_special_tokens=False)["input_ids"][0]
+                                   for v in range(MAX_VALUE + 1)]
+
+    def _pad_id(self) -> int:
+        tok = self._tokenizer
+        for pad in (tok.pad_token_id, tok.eos_token_id):
+            if isinstance(pad, int):
+                return pad
+        return 0
+
+    def encode(self, description: str, tokens: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Prompt ids for one exemplar's token strings, and the position read for each token (its last sub-token)."""
+        self._check_length(len(tokens))
+        ids = list(self.tokenizer(self.prompt(description))["input_ids"])
+        positions = []
+        for i, tok in enumerate(tokens):
+            sub = self.tokenizer(tok, add_special_tokens=False)["input_ids"]
+            if not sub:
+                raise ValueError(f"exemplar token {i} ({tok!r}) tokenizes to no ids; drop empty tokens first")
+            ids.extend(sub)
+            positions.append(len(ids) - 1)
+        return ids, positions
+
+    def _check_length(self, n: int) -> None:
+        if self.max_tokens is not None and n > self.max_tokens:
+            raise ValueError(f"an exemplar has {n} tokens, more than max_tokens={self.max_tokens}; "
+                             "shorten the exemplars or raise max_tokens")
+
+    def predict(self, description: str, exemplars: Sequence[Exemplar]) -> list[list[float] | None]:
+        encoded = [self.encode(description, ex.tokens) for ex in exemplars]
+        return list(self._run(encoded))
+
+    def predict_ids(self, description: str, token_ids: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Predictions for exemplars given as token ids of the simulator's tokenizer family; one per id."""
+        prefix = list(self.tokenizer(self.prompt(description))["input_ids"])
+        encoded = []
+        for ids in token_ids:
+            self._check_length(len(ids))
+            encoded.append((prefix + [int(t) for t in ids], list(range(len(prefix), len(prefix) + len(ids)))))
+        return self._run(encoded)
+
+    def _run(self, encoded: Sequence[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """Expected 0-10 values at the given positions, `batch_size` sequences per forward pass."""
+        import torch
+
+        self._load()
+        model = self._model
+        device = next(model.parameters()).device
+        values = torch.arange(MAX_VALUE + 1, dtype=torch.float32)
+        value_ids = torch.tensor(self._value_ids, device=device)
+        out: list[list[float]] = [[] for _ in encoded]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths together
+        with torch.no_grad():
+            for start in range(0, len(order), self.batch_size):
+                batch = [i for i in order[start:start + self.batch_size] if encoded[i][1]]
+                if not batch:
+                    continue
+                width = max(len(encoded[i][0]) for i in batch)
+                input_ids = torch.full((len(batch), width), self._pad_id(), dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    ids = encoded[i][0]
+                    input_ids[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+                    mask[row, :len(ids)] = 1
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+                for row, i in enumerate(batch):
+                    picked = logits[row, encoded[i][1]][:, value_ids].float().cpu()
+                    out[i] = (picked.softmax(-1) @ values).tolist()
+        return out

@@ -1,0 +1,163 @@
+"""Activation similarity between an explainer model and the target (paper appendix B.2, Table 5).
+
+Both models read the same eval text; each target token is paired with the explainer token that holds its
+last character (tokenizers differ: Gemma-3 and SmolLM2 split text differently). The explainer's layer is
+the target's at the same relative depth (:func:`relative_layer`).
+
+- Dot-product similarity: the mean cosine of ``P h^E`` and ``h^M`` over aligned tokens (the cosine, so that
+  models with different residual norms compare; the paper reports it as a percentage). ``P`` is the identity
+  when the hidden sizes match, otherwise a least-squares map from the explainer's space to the target's,
+  fitted on half of the sequences and evaluated on the other half (the paper's 70B row used a pre-trained
+  projection likewise).
+- SAE activation-pattern similarity: for a feature v of the target, the Pearson correlation over the tokens
+  of each of its top exemplar windows of ``<P h^E, v>`` and ``<h^M, v>``, averaged over windows; reported as
+  mean and standard deviation over features.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+import torch
+
+from introspect.activations import bos_prefix, layer_outputs
+
+log = logging.getLogger(__name__)
+
+
+def relative_layer(layer: int, n_target: int, n_explainer: int) -> int:
+    """The explainer layer at the same relative depth as target layer `layer` (0-based, after the block)."""
+    return int(min(n_explainer - 1, max(0, round((layer + 1) * n_explainer / n_target) - 1)))
+
+
+def align(target_ends: Sequence[int], explainer_offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """For each target token (given by the end of its characters) the explainer token holding its last
+    character, or -1 when none does."""
+    out = np.full(len(target_ends), -1, dtype=np.int64)
+    j = 0
+    for i, end in enumerate(target_ends):
+        last = end - 1
+        while j < len(explainer_offsets) and explainer_offsets[j][1] <= last:
+            j += 1
+        if j < len(explainer_offsets) and explainer_offsets[j][0] <= last < explainer_offsets[j][1]:
+            out[i] = j
+    return out
+
+
+def fit_projection(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Least-squares W (d_src + 1, d_tgt) with a bias row: [source, 1] @ W ~ target (ridge for stability)."""
+    x = torch.cat([source.double(), torch.ones(source.shape[0], 1, dtype=torch.float64)], dim=1)
+    gram = x.T @ x
+    gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=torch.float64)
+    return torch.linalg.solve(gram, x.T @ target.double()).float()
+
+
+def apply_projection(w: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
+    if w is None:
+        return h.float()
+    return torch.cat([h.float(), torch.ones(h.shape[0], 1)], dim=1) @ w
+
+
+def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    residual = (target - predicted).pow(2).sum()
+    total = (target - target.mean(0)).pow(2).sum()
+    return float(1 - residual / total.clamp_min(1e-12))
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def explainer_hidden(model, tokenizer, texts: Sequence[str], layers: Sequence[int], batch_size: int = 16,
+                     progress: bool = True):
+    """Explainer residual streams of each text at `layers` and the token offsets (prefix tokens dropped)."""
+    prefix = bos_prefix(tokenizer)
+    encoded = [tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+    seqs = [prefix + list(e.input_ids) for e in encoded]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    hidden = layer_outputs(model, seqs, layers, batch_size, pad, progress, desc="explainer activations")
+    return {l: [h[len(prefix):] for h in hs] for l, hs in hidden.items()}, [e.offset_mapping for e in encoded], len(prefix)
+
+
+def activation_similarity(target_hidden: dict[int, torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int],
+                          explainer, explainer_tokenizer, layer_map: dict[int, int],
+                          feature_windows: dict[int, list[tuple[np.ndarray, list[np.ndarray]]]],
+                          project: bool, batch_size: int = 16, progress: bool = True) -> list[dict]:
+    """Table 5 statistics per target layer (see the module docstring).
+
+    `target_hidden`: layer -> cached (n_tokens, d_M) target activations (rows of `tokens`); `seq_ids`: the
+    eval sequences both models read; `feature_windows`: layer -> [(v, [token-row arrays of its windows])].
+    """
+    rows = tokens.with_row_index("row").filter(pl.col("seq_id").is_in(list(seq_ids)))
+    groups = rows.group_by("seq_id", maintain_order=True).agg("row", "text", "position")
+    texts = ["".join(t) for t in groups["text"].to_list()]
+    explainer_layers = sorted(set(layer_map.values()))
+    hidden_e, offsets, _ = explainer_hidden(explainer, explainer_tokenizer, texts, explainer_layers, batch_size,
+                                            progress)
+    target_rows, explainer_index, seq_of = [], [], []
+    for s, (row_ids, token_texts, positions) in enumerate(groups.select("row", "text", "position").iter_rows()):
+        ends = np.cumsum([len(t) for t in token_texts])
+        matched = align(ends.tolist(), offsets[s])
+        for r, m, p in zip(row_ids, matched, positions):
+            if m > 0 and p > 0:  # neither token is its model's attention sink
+                target_rows.append(r)
+                explainer_index.append((s, int(m)))
+                seq_of.append(s)
+    target_rows = np.array(target_rows)
+    seq_of = np.array(seq_of)
+    fit = seq_of % 2 == 0
+    results = []
+    for layer, e_layer in layer_map.items():
+        h_m = target_hidden[layer][torch.from_numpy(target_rows)].float()
+        h_e = torch.stack([hidden_e[e_layer][s][j] for s, j in explainer_index]).float()
+        w = fit_projection(h_e[torch.from_numpy(fit)], h_m[torch.from_numpy(fit)]) if project else None
+        held = torch.from_numpy(~fit) if project else torch.ones(len(fit), dtype=torch.bool)
+        mapped = apply_projection(w, h_e)
+        cos = torch.nn.functional.cosine_similarity(mapped[held], h_m[held], dim=-1).numpy()
+        lookup = {int(r): i for i, r in enumerate(target_rows)}
+        pattern = []
+        for v, windows in feature_windows.get(layer, []):
+            vt = torch.as_tensor(v, dtype=torch.float32)
+            per_window = []
+            for window in windows:
+                index = [lookup[int(r)] for r in window if int(r) in lookup]
+                if len(index) >= 4:
+                    per_window.append(_pearson((mapped[index] @ vt).numpy(), (h_m[index] @ vt).numpy()))
+            per_window = [c for c in per_window if not math.isnan(c)]
+            if per_window:
+                pattern.append(float(np.mean(per_window)))
+        results.append({
+            "layer": layer, "explainer_layer": e_layer, "projection": "least squares" if project else "none",
+            "projection_r2": r_squared(mapped[held], h_m[held]) if project else None,
+            "tokens": int(held.sum()), "dot_mean": float(np.mean(cos)), "dot_sd": float(np.std(cos)),
+            "features": len(pattern), "pattern_mean": float(np.mean(pattern)) if pattern else None,
+            "pattern_sd": float(np.std(pattern)) if pattern else None})
+    return results
+
+
+def table5(entries: Sequence[dict]) -> pl.DataFrame:
+    """One row per (target, explainer): per-layer statistics averaged over layers, in percent."""
+    out = []
+    for entry in entries:
+        layers = entry["layers"]
+
+        def mean(key):
+            values = [l[key] for l in layers if l[key] is not None]
+            return round(100 * float(np.mean(values)), 2) if values else None
+
+        out.append({"target": entry["target"], "explainer": entry["explainer"],
+                    "layers": ", ".join(f"{l['layer']}->{l['explainer_layer']}" for l in layers),
+                    "projection": layers[0]["projection"] if layers else "none",
+                    "sae_pattern_similarity": mean("pattern_mean"), "sae_pattern_sd": mean("pattern_sd"),
+                    "dot_product_similarity": mean("dot_mean"), "dot_product_sd": mean("dot_sd"),
+                    "tokens": sum(l["tokens"] for l in layers), "features": sum(l["features"] for l in layers)})
+    return pl.DataFrame(out, schema={"target": pl.String, "explainer": pl.String, "layers": pl.String,
+                                     "projection": pl.String, "sae_pattern_similarity": pl.Float64,
+                                     "sae_pattern_sd": pl.Float64, "dot_product_similarity": pl.Float64,
+                                     "dot_product_sd": pl.Float64, "tokens": pl.Int64, "features": pl.Int64})
