@@ -142,3 +142,31 @@ def test_hint_config_errors_name_the_key():
                                                "variant": "trained"})
     assert problems_of(config) == ["hints.explain.rows[4].target: 'gemma3-270m' is not one of hints.targets",
                                    "hints.questions.path: required for backend files"]
+
+
+def test_feature_config_errors_name_the_key():
+    config = load()
+    config["features"]["targets"]["tiny-smollm2"]["layers"] = [1, 4, 7]
+    config["features"]["similarity"]["explainers"].append("qwen3-8b")
+    assert problems_of(config) == [
+        "features.targets.tiny-smollm2.layers: [4, 7] are past the model's depth (4 layers: 0..3)",
+        "features.similarity.explainers[2]: 'qwen3-8b' is not a model in the registry"]
+    config = load()
+    config["features"]["sae"]["backend"] = "gemmascope-v9"
+    assert problems_of(config) == ["features.sae.backend: 'gemmascope-v9' is not one of ['train', 'llamascope']"]
+
+
+def test_feature_backends_need_their_options():
+    config = load()
+    config["features"]["targets"]["tiny-smollm2"]["sae"] = {"backend": "llamascope"}
+    config["features"]["targets"]["tiny-smollm2"]["labels"] = {"backend": "neuronpedia", "model_id": "m"}
+    config["features"]["simulator"] = {"backend": "openai"}
+    config["features"]["corpus"] = {"backend": "hf"}
+    assert problems_of(config) == [
+        "features.targets.tiny-smollm2.sae.repo: required for backend llamascope",
+        "features.targets.tiny-smollm2.labels.sae_id: required for backend neuronpedia",
+        "features.corpus.dataset: required for backend hf",
+        "features.simulator.model: required for backend openai"]
+    config = load()
+    del config["patching"]
+    assert any("dACT" in p for p in problems_of(config))

@@ -54,6 +54,43 @@ def test_editing_balancing_reruns_balancing_and_downstream_not_the_sweep(smoke_r
     assert "patching_sweep" not in jobs and "patching_pairs" not in jobs and "materialise_model" not in jobs
 
 
+def test_smoke_feature_ground_truth_is_built(smoke_run):
+    import polars as pl
+
+    from introspect.schemas import read_table
+
+    features = smoke_run / "results/tiny-smollm2/features"
+    train = read_table(features / "train.parquet", "feature_train")
+    test = read_table(features / "eval/sae.parquet", "feature_eval")
+    assert test.group_by("layer").len().sort("layer").rows() == [(1, 5), (2, 5)]  # split.n_test per layer
+    assert train.height > 100 and not set(train["item_id"]) & set(test["item_id"])
+    for name in ("act", "dact"):
+        items = read_table(features / f"eval/{name}.parquet", "feature_eval")
+        assert items.group_by("layer").len().sort("layer").rows() == [(1, 4), (2, 4)]
+        assert all(len(w) == 6 for w in items["windows"])  # n_top + n_random exemplars each
+    assert (features / "labels_sample.md").read_text().count("## Layer") == 5
+    sae = pl.read_csv(smoke_run / "results/features_sae.csv")
+    assert sae.select("target", "layer").rows() == [("tiny-smollm2", 1), ("tiny-smollm2", 2)]
+    assert (sae["l0"] == 8).all() and (sae["fvu"] < 1).all()
+    table5 = pl.read_csv(smoke_run / "results/table5.csv")
+    assert table5["explainer"].to_list() == ["tiny-smollm2", "tiny-gemma3"]
+    assert table5["dot_product_similarity"][0] == pytest.approx(100, abs=1e-3)  # a model against itself
+    assert table5["projection"].to_list() == ["none", "least squares"]  # 64 vs 80 hidden
+
+
+def test_editing_label_settings_reruns_labels_not_activations_or_saes(smoke_run, tmp_path):
+    def edit(config):
+        config["features"]["labels"]["concepts"] = False
+
+    edited = write_config(tmp_path / "edited.yaml", SMOKE, edit)
+    dry = run_snakemake(smoke_run, "-n", configfile=edited)
+    assert dry.returncode == 0, output_of(dry)
+    jobs = planned_jobs(output_of(dry))
+    assert jobs["features_labels"] == 2 and jobs["features_split"] == 1 and jobs["features_sae_table"] == 1
+    assert not {"features_corpus", "features_tokens", "features_activations", "features_sae",
+                "features_exemplars", "features_eval_act", "features_eval_dact"} & set(jobs)
+
+
 def test_smoke_targets_are_built(smoke_run):
     for name, layers, hidden, arch in [("tiny-smollm2", 4, 64, "llama"), ("tiny-gemma3", 2, 80, "gemma3_text")]:
         info = json.loads((smoke_run / "resources/models" / name / "introspect.json").read_text())

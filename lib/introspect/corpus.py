@@ -5,9 +5,9 @@ Backends:
   language reference (``pydoc_data.topics``) and the docstrings of the standard library's modules, classes
   and functions (read with ``ast``, never imported) — plus the sentences of the project's own fact table.
   Deterministic for a given Python version (the version is recorded in each document's ``source``).
-- ``files``: the user's text (``.txt``: one document per blank-line-separated paragraph group), JSON Lines
-  (``.jsonl``, ``.jsonl.gz``), JSON (a list of records) or Parquet, each record with a ``text`` field; a
-  folder is read file by file in sorted order.
+- ``files``: the user's text (``.txt``: one document per paragraph group, groups separated by two or more
+  blank lines), JSON Lines (``.jsonl``, ``.jsonl.gz``), JSON (a list of records) or Parquet, each record
+  with a ``text`` field; a folder is read file by file in sorted order.
 - ``hf``: a dataset on the Hugging Face hub (a FineWeb sample in the paper config), through ``datasets``.
 """
 
@@ -205,7 +205,8 @@ def build_corpus(documents: Sequence[Document], eval_fraction: float, seed: int,
     for doc in order:
         text = doc.text
         if max_doc_words and _words(text) > max_doc_words:
-            text = " ".join(text.split(" ")[:max_doc_words])
+            # cut after the max_doc_words-th word (words as _words counts them: newlines separate too)
+            text = text[: list(re.finditer(r"\S+", text))[max_doc_words - 1].end()]
         rows.append({"doc_id": doc.doc_id, "source": doc.source, "text": text,
                      "split": "eval" if len(rows) % period == period - 1 else "train"})
         total += _words(text)

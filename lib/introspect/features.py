@@ -47,7 +47,7 @@ class ExemplarSettings:
     width: int = 32       # tokens per window
     n_top: int = 10       # top-activating windows per feature
     n_random: int = 4     # random windows per feature
-    chunk: int = 256      # windows per encoder pass
+    max_values: int = 200_000_000  # activations held per encoder pass (windows x width x items), ~800 MB
 
 
 def concepts() -> list[str]:
@@ -99,11 +99,12 @@ def exemplars(hidden: torch.Tensor, windows: pl.DataFrame, act_fn: ActFn, n_item
         raise FeaturesError(f"{n_windows} eval windows cannot give {settings.n_top} top and {settings.n_random} "
                             "random exemplars; lower features.exemplars.n_top/n_random or add eval text")
     maxima = torch.empty((n_windows, n_items), dtype=torch.float32)
-    chunks = range(0, n_windows, settings.chunk)
+    per_pass = max(1, settings.max_values // (width * n_items))
+    chunks = range(0, n_windows, per_pass)
     for start in tqdm(chunks, desc="window maxima", disable=not progress, leave=False):
-        rows = torch.from_numpy(index[start:start + settings.chunk].reshape(-1))
+        rows = torch.from_numpy(index[start:start + per_pass].reshape(-1))
         acts = act_fn(hidden[rows].float()).reshape(-1, width, n_items)
-        maxima[start:start + settings.chunk] = acts.max(1).values
+        maxima[start:start + per_pass] = acts.max(1).values
     top_values, top = maxima.topk(settings.n_top, dim=0)  # (n_top, n_items)
     top = top.T.numpy()
     rng = np.random.default_rng(seed)
@@ -120,7 +121,7 @@ def exemplars(hidden: torch.Tensor, windows: pl.DataFrame, act_fn: ActFn, n_item
         chosen[item, settings.n_top:] = extra
     activations = np.zeros((n_items, chosen.shape[1], width), dtype=np.float32)
     for start in tqdm(chunks, desc="exemplar activations", disable=not progress, leave=False):
-        stop = min(start + settings.chunk, n_windows)
+        stop = min(start + per_pass, n_windows)
         item_idx, slot_idx = np.nonzero((chosen >= start) & (chosen < stop))
         if not len(item_idx):
             continue

@@ -98,14 +98,14 @@ def activation_similarity(target_hidden: dict[int, torch.Tensor], tokens: pl.Dat
     groups = rows.group_by("seq_id", maintain_order=True).agg("row", "text", "position")
     texts = ["".join(t) for t in groups["text"].to_list()]
     explainer_layers = sorted(set(layer_map.values()))
-    hidden_e, offsets, _ = explainer_hidden(explainer, explainer_tokenizer, texts, explainer_layers, batch_size,
-                                            progress)
+    hidden_e, offsets, e_prefix = explainer_hidden(explainer, explainer_tokenizer, texts, explainer_layers,
+                                                   batch_size, progress)
     target_rows, explainer_index, seq_of = [], [], []
     for s, (row_ids, token_texts, positions) in enumerate(groups.select("row", "text", "position").iter_rows()):
         ends = np.cumsum([len(t) for t in token_texts])
         matched = align(ends.tolist(), offsets[s])
         for r, m, p in zip(row_ids, matched, positions):
-            if m > 0 and p > 0:  # neither token is its model's attention sink
+            if m >= 0 and m + e_prefix > 0 and p > 0:  # matched; neither token is its model's attention sink
                 target_rows.append(r)
                 explainer_index.append((s, int(m)))
                 seq_of.append(s)
