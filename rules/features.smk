@@ -129,11 +129,14 @@ rule features_labels:
         n_top=config["features"]["exemplars"]["n_top"],
         seed=config["seed"],
         cache_dir="resources/cache/simulator",
+        device=config["compute"]["device"],
     log:
         "logs/features_labels/{target}/layer{layer}.log",
     benchmark:
         "benchmarks/features_labels/{target}/layer{layer}.tsv"
     threads: stage_threads()
+    resources:
+        gpu=stage_gpus("features"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -214,6 +217,8 @@ rule features_eval_dact:
     benchmark:
         "benchmarks/features_eval_dact/{target}.tsv"
     threads: stage_threads()
+    resources:
+        gpu=stage_gpus("features"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -242,6 +247,8 @@ rule features_similarity:
     benchmark:
         "benchmarks/features_similarity/{target}/{explainer}.tsv"
     threads: stage_threads()
+    resources:
+        gpu=stage_gpus("features"),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -171,7 +171,7 @@ def test_layer_outputs_stops_after_the_deepest_layer(tiny):
     assert calls == []
     assert sorted(out) == [0, 1] and [h.shape for h in out[1]] == [(3, 64), (2, 64)]
     torch.testing.assert_close(out[1][1], reference_hidden(model, [8, 9], 1), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ActivationError, match="layer 3"):
+    with pytest.raises(ActivationError, match=r"layer\(s\) \[3\]"):
         layer_outputs(model, [[5, 6]], [3], progress=False)
 
 

@@ -62,6 +62,8 @@ def test_build_corpus_splits_whole_documents_every_period():
     by_id = {d.doc_id: d.text for d in docs}
     assert all(by_id[i] == t for i, t in corpus.select("doc_id", "text").iter_rows())
     stats = corpus_stats(corpus)
+    digest = stats.pop("text_sha256")
+    assert stats.pop("python").count(".") == 2 and len(digest) == 64
     assert stats == {"documents": 20, "words": 500, "by_split": {"train": 15, "eval": 5}, "by_source": {"s": 20}}
 
 

@@ -84,4 +84,7 @@ def test_neuronpedia_labels_take_the_first_description_per_feature():
                                  "description": ["city names", "names of cities", "numbers"]})
     labels = neuronpedia_labels(explanations, exemplar_table, windows, FixedSimulator(), n_top=1)
     assert labels.schema == pl.Schema(LABELS_SCHEMA)
-    assert labels.select("feature", "label", "score").rows() == [(7, "city names", 0.5)]  # 8 has no label, 9 no exemplars
+    # 8 has no label; 9 has a label but no exemplars: it keeps the label, unscored
+    assert labels.select("feature", "label", "score").rows() == [(7, "city names", 0.5), (9, "numbers", None)]
+    assert neuronpedia_labels(explanations, exemplar_table, windows, FixedSimulator(), n_top=1,
+                              max_scored=0)["score"].to_list() == [None, None]

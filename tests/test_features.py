@@ -164,7 +164,7 @@ def test_sae_exemplars_drop_features_that_never_fire(grid):
 def test_vector_eval_set_scores_windows_by_the_dot_product(grid):
     tokens, _, hidden = grid
     vectors = {2: np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]], dtype=np.float32)}
-    frame = vector_eval_set("dact", vectors, ["a", "b"], {2: hidden}, tokens,
+    frame = vector_eval_set("dact", vectors, ["a", "b"], {2: hidden}.__getitem__, tokens,
                             ExemplarSettings(width=WIDTH, n_top=2, n_random=1), seed=0, progress=False)
     assert frame["item_id"].to_list() == ["L2/dact/0", "L2/dact/1"]
     assert frame["source"].to_list() == ["a", "b"] and frame["label"].to_list() == [None, None]
@@ -217,14 +217,16 @@ def test_label_features_picks_the_best_candidate(grid):
     assert sim.prepared == windows["tokens"].to_list()
     assert labels["feature"].to_list() == [0, 1]
     first = labels.row(0, named=True)
-    # item 0's peaks: row 25 (window 5), row 10 (window 2), row 53 (window 11, the last top)
-    assert first["candidates"] == ['the word "t25"', 'the word "t10"', 'the word "t53"',
-                                   'words such as "t25", "t10", "t53"', "colours", "numbers", "animals"]
+    # item 0's peaks in the selecting half of its top windows (slots 0 and 2): row 25 (window 5), row 53
+    # (window 11); slot 1's peak (row 10) is in the check half and names no candidate
+    assert first["candidates"] == ['the word "t25"', 'the word "t53"', 'words such as "t25", "t53"',
+                                   "colours", "numbers", "animals"]
     assert first["label"] == 'the word "t53"' and first["score"] == 0.9
-    assert first["candidate_scores"] == [0.0, 0.0, 0.9, 0.0, 0.3, 0.8, -1.0]  # nan counts as -1
-    other = random.Random(11).randrange(7)
+    np.testing.assert_array_equal(first["candidate_scores"], [0.0, 0.9, 0.0, 0.3, 0.8, np.nan])  # nan kept
+    other = random.Random(11).randrange(6)
     assert first["random_candidate"] == first["candidates"][other]
-    assert first["random_score"] == first["candidate_scores"][other]
+    expected = first["candidate_scores"][other]
+    assert first["random_score"] == (None if np.isnan(expected) else expected)
     assert first["check_score"] == 0.9
     # the first call scores on the selecting half (slots 0, 2 of the top, 3 of the random), the second
     # checks the chosen and the random candidate on the other half

@@ -161,8 +161,11 @@ def test_from_download_reads_a_jumprelu_layer(tmp_path):
     assert sae.input_scale == pytest.approx(math.sqrt(4) / 4.0)
     with torch.no_grad():
         assert sae.encode(torch.tensor([[4.0, 1.0, 0.0, 2.0]])).tolist() == [[2.0, 0.0, 0.0, 1.0]]
+    save_file(tensors, str(path))  # no hyperparams: the input scale is unknown
+    with pytest.raises(SAEError, match="no dataset_average_activation_norm"):
+        from_download(path)
     del tensors["encoder"]
-    save_file(tensors, str(path))
+    save_file(tensors, str(path), metadata={"hyperparams": hyperparams})
     with pytest.raises(SAEError, match="no encoder weights"):
         from_download(path)
 

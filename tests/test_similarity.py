@@ -122,7 +122,7 @@ def setup(model, tokenizer, layers=(0, 1), texts=TEXTS):
 def test_a_model_against_itself_is_fully_similar(tiny):
     model, tokenizer = tiny
     tokens, hiddens, feature_windows = setup(model, tokenizer)
-    results = activation_similarity(hiddens, tokens, [0, 1, 2, 3], model, tokenizer, {0: 0, 1: 1}, feature_windows,
+    results = activation_similarity(hiddens.__getitem__, tokens, [0, 1, 2, 3], model, tokenizer, {0: 0, 1: 1}, feature_windows,
                                     project=False, progress=False)
     assert [(r["layer"], r["explainer_layer"], r["projection"]) for r in results] == [(0, 0, "none"), (1, 1, "none")]
     for r in results:
@@ -131,10 +131,10 @@ def test_a_model_against_itself_is_fully_similar(tiny):
         assert r["features"] == 3 and r["pattern_mean"] == pytest.approx(1.0, abs=1e-4)
         assert r["projection_r2"] is None
     # fewer sequences: fewer tokens
-    some = activation_similarity(hiddens, tokens, [1], model, tokenizer, {1: 1}, {}, project=False, progress=False)
+    some = activation_similarity(hiddens.__getitem__, tokens, [1], model, tokenizer, {1: 1}, {}, project=False, progress=False)
     assert some[0]["tokens"] == tokens.filter(pl.col("seq_id") == 1).height - 1 and some[0]["features"] == 0
     # another layer of the explainer is less similar
-    shifted = activation_similarity(hiddens, tokens, [0, 1, 2, 3], model, tokenizer, {1: 0}, feature_windows,
+    shifted = activation_similarity(hiddens.__getitem__, tokens, [0, 1, 2, 3], model, tokenizer, {1: 0}, feature_windows,
                                     project=False, progress=False)
     assert shifted[0]["dot_mean"] < 0.99
 
@@ -144,7 +144,7 @@ def test_projection_of_a_model_onto_itself_is_near_identity(tiny):
     texts = [" ".join(TEXTS[i:] + TEXTS[:i]) for i in range(4)] * 2  # ~ 300 tokens to fit 65 x 64 weights
     tokens, hiddens, feature_windows = setup(model, tokenizer, layers=(1,), texts=texts)
     seqs = tokens["seq_id"].unique().to_list()
-    results = activation_similarity(hiddens, tokens, seqs, model, tokenizer, {1: 1}, feature_windows,
+    results = activation_similarity(hiddens.__getitem__, tokens, seqs, model, tokenizer, {1: 1}, feature_windows,
                                     project=True, progress=False)
     r = results[0]
     assert r["projection"] == "least squares"
@@ -158,7 +158,7 @@ def test_a_bos_explainer_keeps_its_first_content_token(tiny):
     tokenizer = BosTokenizer(base)
     tokens, hiddens, feature_windows = setup(model, tokenizer)
     assert tokens["position"].min() == 1  # the BOS is position 0
-    results = activation_similarity(hiddens, tokens, [0, 1, 2, 3], model, tokenizer, {0: 0, 1: 1},
+    results = activation_similarity(hiddens.__getitem__, tokens, [0, 1, 2, 3], model, tokenizer, {0: 0, 1: 1},
                                     feature_windows, project=False, progress=False)
     for r in results:
         assert r["tokens"] == tokens.height  # no token is an attention sink: every one is compared

@@ -11,7 +11,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
-    hiddens = {layer: load_cache(path, tokens) for layer, path in zip(params.layers, snakemake.input.activations)}  # noqa: F821
-    frame = act_eval_set(hiddens, tokens, params.n, ExemplarSettings(**params.exemplars), params.seed)
+    paths = dict(zip(params.layers, snakemake.input.activations))  # noqa: F821
+    frame = act_eval_set(params.layers, lambda layer: load_cache(paths[layer], tokens), tokens, params.n,
+                         ExemplarSettings(**params.exemplars), params.seed)
     log.info("ACT eval set: %d vectors over layers %s", frame.height, params.layers)
     write_table(frame, snakemake.output[0], "feature_eval")  # noqa: F821

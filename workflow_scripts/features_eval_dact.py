@@ -15,8 +15,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     model, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
     pairs = read_table(snakemake.input.pairs, "patching_pairs")  # noqa: F821
     vectors, sources = dact_vectors(model, tokenizer, pairs, params.layers, params.n, params.seed)
-    hiddens = {layer: load_cache(path, tokens) for layer, path in zip(params.layers, snakemake.input.activations)}  # noqa: F821
-    frame = vector_eval_set("dact", vectors, sources, hiddens, tokens, ExemplarSettings(**params.exemplars),
-                            params.seed)
+    del model
+    paths = dict(zip(params.layers, snakemake.input.activations))  # noqa: F821
+    frame = vector_eval_set("dact", vectors, sources, lambda layer: load_cache(paths[layer], tokens), tokens,
+                            ExemplarSettings(**params.exemplars), params.seed)
     log.info("dACT eval set: %d vectors over layers %s", frame.height, params.layers)
     write_table(frame, snakemake.output[0], "feature_eval")  # noqa: F821

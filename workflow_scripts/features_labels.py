@@ -9,6 +9,7 @@ import torch
 
 from introspect.features import (concepts, label_features, label_stats, make_windows, neuronpedia_labels,
                                  simulator_from_config)
+from introspect.models import resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 
@@ -19,7 +20,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
     exemplar_table = read_table(snakemake.input.exemplars, "feature_exemplars")  # noqa: F821
     windows = make_windows(tokens, params.width)
-    simulator = simulator_from_config(params.simulator, params.cache_dir)
+    simulator = simulator_from_config(params.simulator, params.cache_dir, resolve_device(params.device))
     if params.labels["backend"] == "neuronpedia":
         from introspect.downloads import download_neuronpedia_explanations
 
@@ -29,7 +30,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
             path = download_neuronpedia_explanations(params.labels["model_id"],
                                                      params.labels["sae_id"].format(layer=layer),
                                                      Path(scratch) / "explanations.parquet")
-            labels = neuronpedia_labels(pl.read_parquet(path), exemplar_table, windows, simulator, params.n_top)
+            labels = neuronpedia_labels(pl.read_parquet(path), exemplar_table, windows, simulator, params.n_top,
+                                        params.labels.get("max_scored", 200), params.seed)
     else:
         pool = concepts() if params.labels.get("concepts", True) else []
         labels = label_features(exemplar_table, windows, simulator, pool, params.n_top, params.seed)

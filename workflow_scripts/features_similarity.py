@@ -18,7 +18,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
     test = read_table(snakemake.input.test, "feature_eval")  # noqa: F821
-    hiddens = {layer: load_cache(path, tokens) for layer, path in zip(params.layers, snakemake.input.activations)}  # noqa: F821
+    paths = dict(zip(params.layers, snakemake.input.activations))  # noqa: F821
     model, tokenizer, _ = load_model(snakemake.input.explainer, device=resolve_device(params.device))  # noqa: F821
     n_explainer = model.config.get_text_config().num_hidden_layers
     layer_map = {layer: relative_layer(layer, params.n_target_layers, n_explainer) for layer in params.layers}
@@ -34,10 +34,11 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
             entries.append((np.asarray(vector), [np.asarray(rows[w]) for w in top]))
             seqs.update(windows["seq_id"][w] for w in top)
         feature_windows[layer] = entries
-    hidden_size = hiddens[params.layers[0]].shape[1]
+    hidden_size = test["vector"].dtype.size
     project = not params.same_model and model.config.get_text_config().hidden_size != hidden_size
-    results = activation_similarity(hiddens, tokens, sorted(seqs), model, tokenizer, layer_map, feature_windows,
-                                    project, batch_size=params.similarity.get("batch_size", 16))
+    results = activation_similarity(lambda layer: load_cache(paths[layer], tokens), tokens, sorted(seqs), model,
+                                    tokenizer, layer_map, feature_windows, project,
+                                    batch_size=params.similarity.get("batch_size", 16))
     log.info("similarity of %s to %s: %s", wc.explainer, wc.target, results)
     with open(snakemake.output[0], "w") as out:  # noqa: F821
         json.dump({"target": wc.target, "explainer": wc.explainer, "layers": results}, out, indent=2)

@@ -113,8 +113,10 @@ def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], b
     """
     blocks = decoder_layers(model)
     wanted = sorted(set(int(l) for l in layers))
-    if wanted[-1] >= len(blocks) or wanted[0] < 0:
-        raise ActivationError(f"layer {wanted[-1]} asked for, but the model has layers 0..{len(blocks) - 1}")
+    bad = [l for l in wanted if not 0 <= l < len(blocks)]
+    if bad:
+        raise ActivationError(f"layer(s) {bad} asked for, but the model has layers 0..{len(blocks) - 1}; fix the "
+                              "layers in the config (features.targets.<target>.layers)")
     saved: dict[int, torch.Tensor] = {}
 
     def hook(index):
@@ -168,7 +170,8 @@ def cache_layer(model, tokenizer, tokens: pl.DataFrame, layer: int, batch_size: 
     if content.shape[0] != tokens.height:
         raise ActivationError(f"cache of layer {layer} has {content.shape[0]} rows for {tokens.height} tokens")
     if not torch.isfinite(content).all():
-        raise ActivationError(f"layer {layer}: activations overflow float16; cache in float32 (not supported yet)")
+        raise ActivationError(f"layer {layer}: activations overflow float16 (|h| > 65504); the cache is float16, "
+                              "so pick another layer, or run the model in bfloat16/float32 and clip (not supported)")
     return {"hidden": content.contiguous(),
             "token_ids": torch.tensor(tokens["token_id"].to_numpy(), dtype=torch.int64),
             "seq_ids": torch.tensor(tokens["seq_id"].to_numpy(), dtype=torch.int64),

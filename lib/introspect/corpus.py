@@ -99,7 +99,7 @@ def _records_of(path: Path) -> list:
     try:
         if name.endswith(".parquet"):
             return pl.read_parquet(path).to_dicts()
-        if name.endswith(".jsonl.gz") or name.endswith(".json.gz"):
+        if name.endswith(".jsonl.gz") or name.endswith(".json.gz"):  # .json.gz: JSON Lines too (Dolma, CC dumps)
             from introspect.facts import read_jsonl
 
             with gzip.open(path, "rt", encoding="utf-8") as handle:
@@ -217,8 +217,12 @@ def build_corpus(documents: Sequence[Document], eval_fraction: float, seed: int,
 
 
 def corpus_stats(corpus: pl.DataFrame) -> dict:
+    import hashlib
+
     words = corpus["text"].map_elements(_words, return_dtype=pl.Int64)
-    return {"documents": corpus.height, "words": int(words.sum()),
+    digest = hashlib.sha256("\x00".join(corpus["text"].to_list()).encode("utf-8")).hexdigest()
+    return {"documents": corpus.height, "words": int(words.sum()), "python": sys.version.split()[0],
+            "text_sha256": digest,
             "by_split": {s: int(corpus.filter(pl.col("split") == s).height) for s in ("train", "eval")},
             "by_source": {k: int(v) for k, v in corpus.group_by("source").len().sort("source").iter_rows()}}
 

@@ -135,11 +135,21 @@ def exemplars(hidden: torch.Tensor, windows: pl.DataFrame, act_fn: ActFn, n_item
 def exemplar_frame(layer: int, items: Sequence[int], found: dict[str, np.ndarray], n_top: int) -> pl.DataFrame:
     n_slots = found["windows"].shape[1]
     kinds = ["top"] * n_top + ["random"] * (n_slots - n_top)
-    return pl.DataFrame({
-        "layer": [layer] * len(items), "feature": list(items),
-        "max_activation": found["max_activation"][list(range(len(items)))].tolist(),
-        "windows": found["windows"].tolist(), "kinds": [kinds] * len(items),
-        "activations": found["activations"].tolist()}, schema=EXEMPLARS_SCHEMA)
+    n = len(items)
+    return pl.DataFrame([
+        pl.Series("layer", np.full(n, layer, dtype=np.int64)),
+        pl.Series("feature", np.asarray(items, dtype=np.int64)),
+        pl.Series("max_activation", found["max_activation"][:n].astype(np.float32)),
+        _nested("windows", found["windows"].astype(np.int64), pl.List(pl.Int64)),
+        pl.Series("kinds", [kinds] * n, dtype=pl.List(pl.String)),
+        _nested("activations", found["activations"].astype(np.float32), pl.List(pl.List(pl.Float32)))])
+
+
+def _nested(name: str, values: np.ndarray, dtype) -> pl.Series:
+    """A List column from a numpy array without a round trip through Python objects."""
+    if values.shape[0] == 0:
+        return pl.Series(name, [], dtype=dtype)
+    return pl.Series(name, values).cast(dtype)
 
 
 def to_exemplars(window_ids: Sequence[int], activations: Sequence[Sequence[float]],
@@ -184,14 +194,20 @@ def label_features(exemplar_table: pl.DataFrame, windows: pl.DataFrame, simulato
     for row in tqdm(items, total=exemplar_table.height, desc="labels", disable=not progress):
         ex = to_exemplars(row["windows"], row["activations"], windows)
         select, check = halves(n_top, len(ex))
-        candidates = list(dict.fromkeys(token_candidates(ex, n_top) + list(concept_list)))
-        scores = np.nan_to_num(simulator.score_many(candidates, [ex[i] for i in select]), nan=-1.0)
-        best = int(np.argmax(scores))
+        # candidates come from the selecting half only, so the check half stays held out
+        top_select = [ex[i] for i in select if i < n_top]
+        candidates = list(dict.fromkeys(token_candidates(top_select, len(top_select)) + list(concept_list)))
+        scores = np.asarray(simulator.score_many(candidates, [ex[i] for i in select]), dtype=np.float64)
         other = rng.randrange(len(candidates))
+        if np.isnan(scores).all():
+            log.warning("layer %s feature %s: no candidate has a simulator score; not labelled",
+                        row["layer"], row["feature"])
+            continue
+        best = int(np.nanargmax(scores))
         checked = simulator.score_many([candidates[best], candidates[other]], [ex[i] for i in check])
         rows.append({"layer": row["layer"], "feature": row["feature"], "label": candidates[best],
-                     "score": float(scores[best]), "check_score": _float(checked[0]),
-                     "random_candidate": candidates[other], "random_score": float(scores[other]),
+                     "score": _float(scores[best]), "check_score": _float(checked[0]),
+                     "random_candidate": candidates[other], "random_score": _float(scores[other]),
                      "random_check_score": _float(checked[1]), "candidates": candidates,
                      "candidate_scores": scores.tolist()})
     return pl.DataFrame(rows, schema=LABELS_SCHEMA)
@@ -238,13 +254,18 @@ def eval_schema(d: int) -> dict:
 
 def split_features(labels: pl.DataFrame, features: pl.DataFrame, exemplar_table: pl.DataFrame,
                    n_test: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Hold out `n_test` labelled features of one layer (seeded) as the SAE test set; the rest train."""
+    """Hold out `n_test` labelled features of one layer (seeded) as the SAE test set; the rest train.
+
+    Test features are drawn among those with exemplars (they are scored by the simulator); a labelled
+    feature without exemplars (possible with Neuronpedia labels) can still train.
+    """
     joined = labels.join(features, on=["layer", "feature"], how="inner").sort("feature")
-    if joined.height <= n_test:
-        raise FeaturesError(f"layer {labels['layer'][0] if labels.height else '?'}: {joined.height} labelled "
-                            f"features cannot hold out {n_test}; lower features.split.n_test")
+    scorable = joined.join(exemplar_table.select("layer", "feature"), on=["layer", "feature"], how="semi")
+    if scorable.height <= n_test:
+        raise FeaturesError(f"layer {labels['layer'][0] if labels.height else '?'}: {scorable.height} labelled "
+                            f"features with exemplars cannot hold out {n_test}; lower features.split.n_test")
     rng = random.Random(seed)
-    test_ids = set(rng.sample(joined["feature"].to_list(), n_test))
+    test_ids = set(rng.sample(scorable["feature"].to_list(), n_test))
     is_test = pl.col("feature").is_in(list(test_ids))
     train = joined.filter(~is_test).select(
         (pl.lit("L") + pl.col("layer").cast(pl.String) + pl.lit("/f") + pl.col("feature").cast(pl.String)).alias("item_id"),
@@ -262,18 +283,19 @@ def sample_markdown(labels: pl.DataFrame, exemplar_table: pl.DataFrame, windows:
                     n_show: int = 3) -> str:
     """A readable sample of labels with their top exemplars (the peak token in bold)."""
     rng = random.Random(seed)
-    picks = sorted(rng.sample(range(labels.height), min(n, labels.height)))
-    table = labels.join(exemplar_table, on=["layer", "feature"], how="inner")
+    keys = labels.select("layer", "feature").join(exemplar_table.select("layer", "feature"),
+                                                  on=["layer", "feature"], how="semi").sort(["layer", "feature"])
+    picks = keys[sorted(rng.sample(range(keys.height), min(n, keys.height)))]
+    table = labels.join(picks, on=["layer", "feature"], how="semi").join(exemplar_table, on=["layer", "feature"])
     lines = ["# Sample of feature labels", "",
              "Each feature: the chosen label, its simulator score on the selecting exemplars and on the held-out",
              "half, and its top exemplars with the peak token in **bold** (activation in brackets).", ""]
-    rows = table.sort(["layer", "feature"]).rows(named=True)
-    for i in picks:
-        row = rows[i]
+    for row in table.sort(["layer", "feature"]).iter_rows(named=True):
         lines.append(f"## Layer {row['layer']}, feature {row['feature']}: {row['label']}")
-        check = "n/a" if row["check_score"] is None else f"{row['check_score']:.3f}"
-        lines.append(f"score {row['score']:.3f} (held-out half {check}); random candidate "
-                     f"\"{row['random_candidate']}\" {row['random_score']:.3f}")
+        line = f"score {_fmt(row['score'])} (held-out half {_fmt(row['check_score'])})"
+        if row["random_candidate"] is not None:
+            line += f"; random candidate \"{row['random_candidate']}\" {_fmt(row['random_score'])}"
+        lines.append(line)
         lines.append("")
         for w, acts in list(zip(row["windows"], row["activations"]))[:n_show]:
             tokens = windows["tokens"][int(w)].to_list()
@@ -283,6 +305,10 @@ def sample_markdown(labels: pl.DataFrame, exemplar_table: pl.DataFrame, windows:
             lines.append(f"- {text}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
 def _bold(token: str, value: float) -> str:
@@ -302,9 +328,15 @@ def sample_positions(tokens: pl.DataFrame, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(rows, size=n, replace=False))
 
 
-def subject_final_index(prompt_text: str, subject: str, offsets: Sequence[tuple[int, int]]) -> int:
-    """Index of the token holding the subject's last character in `prompt_text` (offsets of its tokens)."""
-    start = prompt_text.find(subject)
+def subject_final_index(prompt_text: str, subject: str, offsets: Sequence[tuple[int, int]],
+                        start: int | None = None) -> int:
+    """Index of the token holding the subject's last character in `prompt_text` (offsets of its tokens).
+
+    `start`: where the subject begins (the template's ``{}``); by default its first occurrence.
+    """
+    start = prompt_text.find(subject) if start is None else start
+    if prompt_text[start:start + len(subject)] != subject:
+        start = -1
     if start < 0:
         raise FeaturesError(f"subject {subject!r} is not in {prompt_text!r}")
     last = start + len(subject) - 1
@@ -348,36 +380,54 @@ def sae_exemplars(hidden: torch.Tensor, tokens: pl.DataFrame, sae, layer: int, s
 
 
 def neuronpedia_labels(explanations: pl.DataFrame, exemplar_table: pl.DataFrame, windows: pl.DataFrame,
-                       simulator, n_top: int) -> pl.DataFrame:
-    """One Neuronpedia description per feature (the first in file order), scored like a chosen label."""
-    first = explanations.group_by(["layer", "feature"], maintain_order=True).first()
-    joined = exemplar_table.join(first.select("layer", "feature", "description"), on=["layer", "feature"])
-    rows = []
-    for row in joined.iter_rows(named=True):
+                       simulator, n_top: int, max_scored: int | None = 200, seed: int = 0) -> pl.DataFrame:
+    """One Neuronpedia description per feature (the first in file order), for every exported feature.
+
+    Features without exemplars keep their label (they can train; they cannot be test features). The
+    simulator scores a seeded sample of `max_scored` features with exemplars (all when None), for the
+    labels' statistics; the other rows have null scores.
+    """
+    first = explanations.group_by(["layer", "feature"], maintain_order=True).first().sort(["layer", "feature"])
+    with_ex = first.join(exemplar_table, on=["layer", "feature"], how="inner")
+    keys = with_ex.select("layer", "feature").rows()
+    if max_scored is not None and len(keys) > max_scored:
+        keys = random.Random(seed).sample(keys, max_scored)
+    scored = {}
+    chosen = pl.DataFrame(keys, schema={"layer": pl.Int64, "feature": pl.Int64}, orient="row")
+    for row in with_ex.join(chosen, on=["layer", "feature"], how="semi").iter_rows(named=True):
         ex = to_exemplars(row["windows"], row["activations"], windows)
         select, check = halves(n_top, len(ex))
-        score = simulator.score_many([row["description"]], [ex[i] for i in select])[0] if simulator else math.nan
-        checked = simulator.score_many([row["description"]], [ex[i] for i in check])[0] if simulator else math.nan
-        rows.append({"layer": row["layer"], "feature": row["feature"], "label": row["description"],
-                     "score": _float(score), "check_score": _float(checked), "random_candidate": None,
-                     "random_score": None, "random_check_score": None, "candidates": [row["description"]],
-                     "candidate_scores": [float(score)]})
+        scored[(row["layer"], row["feature"])] = (simulator.score_many([row["description"]], [ex[i] for i in select])[0],
+                                                  simulator.score_many([row["description"]], [ex[i] for i in check])[0])
+    rows = []
+    for layer, feature, description in first.select("layer", "feature", "description").iter_rows():
+        score, checked = scored.get((layer, feature), (math.nan, math.nan))
+        rows.append({"layer": layer, "feature": feature, "label": description, "score": _float(score),
+                     "check_score": _float(checked), "random_candidate": None, "random_score": None,
+                     "random_check_score": None, "candidates": [description], "candidate_scores": [float(score)]})
     return pl.DataFrame(rows, schema=LABELS_SCHEMA)
 
 
-def act_eval_set(hiddens: dict[int, torch.Tensor], tokens: pl.DataFrame, n: int, settings: ExemplarSettings,
-                 seed: int, progress: bool = True) -> pl.DataFrame:
-    """ACT: v = h_{l,t}(x) at `n` sampled eval tokens per layer, each with its exemplars (a_v = <h, v>)."""
+def act_eval_set(layers: Sequence[int], load: Callable[[int], torch.Tensor], tokens: pl.DataFrame, n: int,
+                 settings: ExemplarSettings, seed: int, progress: bool = True) -> pl.DataFrame:
+    """ACT: v = h_{l,t}(x) at `n` sampled eval tokens per layer, each with its exemplars (a_v = <h, v>).
+
+    `load(layer)` gives that layer's cache; one layer is held at a time. Layer l draws with seed + l, so
+    adding a layer leaves the other layers' items unchanged.
+    """
     windows = make_windows(tokens, settings.width)
     texts = tokens["text"].to_list()
+    doc_ids = tokens["doc_id"].to_list()
     frames = []
-    for offset, (layer, hidden) in enumerate(sorted(hiddens.items())):
-        rows = sample_positions(tokens, n, seed + offset)
+    for layer in sorted(layers):
+        hidden = load(layer)
+        rows = sample_positions(tokens, n, seed + layer)
         vectors = hidden[torch.from_numpy(rows)].float()
-        found = exemplars(hidden, windows, lambda h: h @ vectors.T, n, settings, seed + offset, progress)
+        found = exemplars(hidden, windows, lambda h: h @ vectors.T, n, settings, seed + layer, progress)
         ids = [f"L{layer}/act/{i}" for i in range(n)]
-        sources = [f"token {texts[r]!r} of {tokens['doc_id'][int(r)]} (row {r})" for r in rows]
+        sources = [f"token {texts[r]!r} of {doc_ids[r]} (row {r})" for r in rows]
         frames.append(eval_items(layer, ids, vectors.numpy(), [None] * n, sources, found, settings.n_top))
+        del hidden
     return pl.concat(frames)
 
 
@@ -386,43 +436,62 @@ def dact_vectors(model, tokenizer, pairs: pl.DataFrame, layers: Sequence[int], n
     """dACT: h_{l,t}(x) - h_{l,t'}(x') at the subject's last token of `n` counterfactual pairs (seeded).
 
     x is the fact statement with the pair's subject ("Rome is the capital of"), x' the same with the
-    counterfactual subject; t and t' are the tokens holding each subject's last character.
+    counterfactual subject; t and t' are the tokens holding each subject's last character. Pairs where t or
+    t' is position 0 of the model input (a one-token subject first in the prompt of a model without BOS:
+    the attention sink) are skipped, as everywhere else in the feature stages.
     """
     from introspect.activations import bos_prefix, layer_outputs
 
-    if pairs.height < 1:
-        raise FeaturesError("the patching pairs table is empty; dACT needs counterfactual pairs")
-    rng = random.Random(seed)
-    chosen = sorted(rng.sample(range(pairs.height), min(n, pairs.height)))
     prefix = bos_prefix(tokenizer)
-    seqs, positions, sources = [], [], []
-    for i in chosen:
+    order = list(range(pairs.height))
+    random.Random(seed).shuffle(order)
+    seqs, positions, sources, skipped = [], [], [], 0
+    for i in order:
+        if len(sources) == n:
+            break
         row = pairs.row(i, named=True)
+        template = row["template"]
+        if "{}" not in template:
+            raise FeaturesError(f"pair {row['pair_id']}: template {template!r} has no {{}} for the subject")
+        pair_seqs, pair_pos = [], []
         for subject in (row["subject"], row["counterfactual_subject"]):
-            text = row["template"].format(subject)
+            text = template.format(subject)
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            positions.append(len(prefix) + subject_final_index(text, subject, enc.offset_mapping))
-            seqs.append(prefix + list(enc.input_ids))
-        sources.append(f"pair {row['pair_id']}: {row['template'].format(row['subject'])!r} - "
-                       f"{row['template'].format(row['counterfactual_subject'])!r}")
+            start = template.index("{}")
+            pair_pos.append(len(prefix) + subject_final_index(text, subject, enc.offset_mapping, start))
+            pair_seqs.append(prefix + list(enc.input_ids))
+        if min(pair_pos) == 0:
+            skipped += 1
+            continue
+        seqs += pair_seqs
+        positions += pair_pos
+        sources.append(f"pair {row['pair_id']}: {template.format(row['subject'])!r} - "
+                       f"{template.format(row['counterfactual_subject'])!r}")
+    if not sources:
+        raise FeaturesError("no counterfactual pair gives a usable subject position; dACT needs patching pairs")
+    if len(sources) < n:
+        log.warning("dACT: only %d usable pairs of %d wanted (%d skipped: subject at the sink position)",
+                    len(sources), n, skipped)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     hidden = layer_outputs(model, seqs, layers, batch_size, pad, progress=False)
     vectors = {}
     for layer in layers:
         at = [hidden[layer][j][positions[j]] for j in range(len(seqs))]
-        vectors[layer] = torch.stack([at[2 * k] - at[2 * k + 1] for k in range(len(chosen))]).numpy()
+        vectors[layer] = torch.stack([at[2 * k] - at[2 * k + 1] for k in range(len(sources))]).numpy()
     return vectors, sources
 
 
 def vector_eval_set(kind: str, vectors: dict[int, np.ndarray], sources: Sequence[str],
-                    hiddens: dict[int, torch.Tensor], tokens: pl.DataFrame, settings: ExemplarSettings,
+                    load: Callable[[int], torch.Tensor], tokens: pl.DataFrame, settings: ExemplarSettings,
                     seed: int, progress: bool = True) -> pl.DataFrame:
     """Eval items of given vectors per layer, with exemplars by a_v = <h, v> over the eval windows."""
     windows = make_windows(tokens, settings.width)
     frames = []
-    for offset, layer in enumerate(sorted(vectors)):
+    for layer in sorted(vectors):
+        hidden = load(layer)
         v = torch.as_tensor(vectors[layer], dtype=torch.float32)
-        found = exemplars(hiddens[layer], windows, lambda h: h @ v.T, v.shape[0], settings, seed + offset, progress)
+        found = exemplars(hidden, windows, lambda h: h @ v.T, v.shape[0], settings, seed + layer, progress)
         ids = [f"L{layer}/{kind}/{i}" for i in range(v.shape[0])]
         frames.append(eval_items(layer, ids, v.numpy(), [None] * v.shape[0], list(sources), found, settings.n_top))
+        del hidden
     return pl.concat(frames)

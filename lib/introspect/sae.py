@@ -251,15 +251,14 @@ def from_download(path: str | Path) -> SAE:
     with safe_open(str(path), framework="pt") as handle:
         meta = handle.metadata() or {}
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    scale = 1.0
-    hyper = meta.get("hyperparams")
-    if hyper:
-        import json
+    import json
 
-        params = json.loads(hyper)
-        norm = params.get("dataset_average_activation_norm", {}).get("in")
-        if norm:
-            scale = math.sqrt(tensors["decoder"].shape[1]) / float(norm)
+    norm = json.loads(meta.get("hyperparams") or "{}").get("dataset_average_activation_norm", {}).get("in")
+    if not norm:
+        raise SAEError(f"{path}: no dataset_average_activation_norm in its hyperparams.json metadata; LlamaScope "
+                       "SAEs read inputs rescaled by it, so without it thresholds and exemplars would be wrong. "
+                       "Download the layer's hyperparams.json too (introspect.downloads fetches it with the weights)")
+    scale = math.sqrt(tensors["decoder"].shape[1]) / float(norm)
     if "encoder" not in tensors:
         raise SAEError(f"{path}: no encoder weights; download with the encoder (with_encoder=True)")
     d_model = tensors["decoder"].shape[1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
@@ -82,17 +82,20 @@ def explainer_hidden(model, tokenizer, texts: Sequence[str], layers: Sequence[in
     seqs = [prefix + list(e.input_ids) for e in encoded]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     hidden = layer_outputs(model, seqs, layers, batch_size, pad, progress, desc="explainer activations")
-    return {l: [h[len(prefix):] for h in hs] for l, hs in hidden.items()}, [e.offset_mapping for e in encoded], len(prefix)
+    hidden = {l: [h[len(prefix):].half() for h in hs] for l, hs in hidden.items()}  # float16 to hold many layers
+    return hidden, [e.offset_mapping for e in encoded], len(prefix)
 
 
-def activation_similarity(target_hidden: dict[int, torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int],
+def activation_similarity(target_hidden: Callable[[int], torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int],
                           explainer, explainer_tokenizer, layer_map: dict[int, int],
                           feature_windows: dict[int, list[tuple[np.ndarray, list[np.ndarray]]]],
                           project: bool, batch_size: int = 16, progress: bool = True) -> list[dict]:
     """Table 5 statistics per target layer (see the module docstring).
 
-    `target_hidden`: layer -> cached (n_tokens, d_M) target activations (rows of `tokens`); `seq_ids`: the
-    eval sequences both models read; `feature_windows`: layer -> [(v, [token-row arrays of its windows])].
+    `target_hidden(layer)`: the cached (n_tokens, d_M) target activations (rows of `tokens`), loaded one layer
+    at a time; `seq_ids`: the eval sequences both models read; `feature_windows`: layer -> [(v, [token-row
+    arrays of its windows])]. With a projection, both statistics use only sequences the projection was not
+    fitted on.
     """
     rows = tokens.with_row_index("row").filter(pl.col("seq_id").is_in(list(seq_ids)))
     groups = rows.group_by("seq_id", maintain_order=True).agg("row", "text", "position")
@@ -114,13 +117,14 @@ def activation_similarity(target_hidden: dict[int, torch.Tensor], tokens: pl.Dat
     fit = seq_of % 2 == 0
     results = []
     for layer, e_layer in layer_map.items():
-        h_m = target_hidden[layer][torch.from_numpy(target_rows)].float()
+        h_m = target_hidden(layer)[torch.from_numpy(target_rows)].float()
         h_e = torch.stack([hidden_e[e_layer][s][j] for s, j in explainer_index]).float()
         w = fit_projection(h_e[torch.from_numpy(fit)], h_m[torch.from_numpy(fit)]) if project else None
         held = torch.from_numpy(~fit) if project else torch.ones(len(fit), dtype=torch.bool)
         mapped = apply_projection(w, h_e)
         cos = torch.nn.functional.cosine_similarity(mapped[held], h_m[held], dim=-1).numpy()
-        lookup = {int(r): i for i, r in enumerate(target_rows)}
+        held_np = held.numpy()
+        lookup = {int(r): i for i, r in enumerate(target_rows) if held_np[i]}
         pattern = []
         for v, windows in feature_windows.get(layer, []):
             vt = torch.as_tensor(v, dtype=torch.float32)
