@@ -94,3 +94,12 @@ def test_openai_judge_caches_and_counts_invalid_replies(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_per_layer_sample_caps_each_layer():
+    from introspect.describe import per_layer_sample
+
+    train = frame([[float(i), 0.0] for i in range(7)], [1, 1, 1, 1, 2, 2, 2], list("abcdefg"))
+    sample = per_layer_sample(train, 2, seed=0)
+    assert sample.group_by("layer").len().sort("layer").rows() == [(1, 2), (2, 2)]
+    assert per_layer_sample(train, 2, seed=0).equals(sample) and per_layer_sample(train, None, 0).equals(train)

@@ -130,7 +130,8 @@ def predictions_frame(test: pl.DataFrame, predictions: list[str]) -> pl.DataFram
 
 
 def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, settings: dict, train: dict,
-                  seed: int, device: str = "cpu", metadata: dict | None = None) -> list[float]:
+                  seed: int, device: str = "cpu", metadata: dict | None = None,
+                  projection_weights: dict[int, torch.Tensor] | None = None) -> list[float]:
     """Fine-tune a fresh explainer on `rows` (seeded subsample of `max_train`) and save the checkpoint.
 
     `examples(rows, tokenizer)` encodes the rows; `settings` holds the task's ExplainerSettings fields
@@ -146,9 +147,13 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings") if k in train}
     rows = subsample(rows, max_train, seed)
     torch.manual_seed(seed)
-    explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=device)
+    explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=device,
+                                projection_weights=projection_weights)
     data = examples(rows, explainer.tokenizer)
-    log.info("training on %d examples (%d changed)", len(data), int(rows["has_changed"].sum()))
+    if "has_changed" in rows.columns:
+        log.info("training on %d examples (%d changed)", len(data), int(rows["has_changed"].sum()))
+    else:
+        log.info("training on %d examples", len(data))
     history = train_explainer(explainer, data, TrainSettings(**train, seed=seed))
     explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data)})
     return history

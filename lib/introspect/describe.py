@@ -196,3 +196,37 @@ class OpenAIJudge:
     def cache_hits(self) -> int:
         return self._client.cache_hits
 
+
+
+def per_layer_sample(train: pl.DataFrame, n_per_layer: int | None, seed: int) -> pl.DataFrame:
+    """At most `n_per_layer` training features of each layer (seeded): the x-axis of Figures 5 and 7."""
+    if n_per_layer is None:
+        return train
+    parts = []
+    for offset, layer in enumerate(sorted(set(train["layer"].to_list()))):
+        rows = train.filter(pl.col("layer") == layer)
+        parts.append(rows if rows.height <= n_per_layer else rows.sample(n=n_per_layer, seed=seed + offset))
+    return pl.concat(parts)
+
+
+def train_feature_explainer(train: pl.DataFrame, model_dir: str, out_dir: str, target_hidden: int, projection: str,
+                            chat: bool, settings: dict, seed: int, device: str = "cpu",
+                            projection_weights: dict[int, torch.Tensor] | None = None) -> list[float]:
+    """Fine-tune an explainer on (vector, layer, label) rows through the shared path (DESIGN 3.4)."""
+    from introspect.causal import fit_explainer
+
+    layers = tuple(sorted(set(train["layer"].to_list())))
+    return fit_explainer(train, model_dir, out_dir, lambda df, tok: feature_examples(df, tok, chat, seed),
+                         {"target_hidden": target_hidden, "layers": layers, "projection": projection, "chat": chat},
+                         settings, seed, device, metadata={"task": "features"}, projection_weights=projection_weights)
+
+
+def predict_features(items: pl.DataFrame, explainer_path: str, chat: bool, batch_size: int = 16,
+                     max_new_tokens: int = 32, seed: int = 0, device: str = "cpu") -> list[str]:
+    """Greedy descriptions of every item's vector with a trained checkpoint."""
+    from introspect.causal import predict
+    from introspect.explainer import load_explainer
+
+    explainer = load_explainer(explainer_path, device=device)
+    data = feature_examples(items, explainer.tokenizer, chat, seed, with_targets=False)
+    return predict(explainer, data, batch_size, max_new_tokens)
