@@ -153,7 +153,7 @@ def test_feature_config_errors_name_the_key():
         "features.similarity.explainers[2]: 'qwen3-8b' is not a model in the registry"]
     config = load()
     config["features"]["sae"]["backend"] = "gemmascope-v9"
-    assert problems_of(config) == ["features.sae.backend: 'gemmascope-v9' is not one of ['train', 'llamascope']"]
+    assert problems_of(config) == ["features.sae.backend: 'gemmascope-v9' is not one of ['train', 'llamascope', 'gemmascope']"]
 
 
 def test_feature_backends_need_their_options():

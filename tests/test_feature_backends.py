@@ -88,3 +88,22 @@ def test_neuronpedia_labels_take_the_first_description_per_feature():
     assert labels.select("feature", "label", "score").rows() == [(7, "city names", 0.5), (9, "numbers", None)]
     assert neuronpedia_labels(explanations, exemplar_table, windows, FixedSimulator(), n_top=1,
                               max_scored=0)["score"].to_list() == [None, None]
+
+
+def test_gemmascope_backend_from_a_local_copy(tmp_path):
+    folder = tmp_path / "repo" / "layer_4" / "width_131k" / "canonical"
+    folder.mkdir(parents=True)
+    gen = np.random.default_rng(0)
+    np.savez(folder / "params.npz", W_enc=gen.normal(size=(D, F)).astype(np.float32),
+             W_dec=gen.normal(size=(F, D)).astype(np.float32), b_enc=np.zeros(F, np.float32),
+             b_dec=np.zeros(D, np.float32), threshold=np.full(F, 0.25, np.float32))
+    hidden = torch.randn(30, D, generator=torch.Generator().manual_seed(2)).half()
+    sae, stats = sae_for_layer({"backend": "gemmascope", "repo": str(tmp_path / "repo")}, hidden, _tokens(30), 4, 0,
+                               tmp_path / "scratch")
+    assert sae.activation == "jumprelu" and sae.input_scale == 1.0 and stats["backend"] == "gemmascope"
+    x = hidden[:3].float()
+    pre = x @ torch.from_numpy(np.load(folder / "params.npz")["W_enc"])
+    torch.testing.assert_close(sae.encode(x), pre * (pre > 0.25))
+    with pytest.raises(Exception, match="layer_5/width_131k/canonical/params.npz"):
+        sae_for_layer({"backend": "gemmascope", "repo": str(tmp_path / "repo")}, hidden, _tokens(30), 5, 0,
+                      tmp_path / "scratch")

@@ -171,8 +171,8 @@ def _feature_problems(features: dict[str, Any] | None, models: dict[str, Any], p
             problems.append(f"features.targets.{target}.layers: {past} are past the model's depth "
                             f"({depth} layers: 0..{depth - 1})")
         sae = entry.get("sae", features["sae"])
-        if sae["backend"] == "llamascope" and "repo" not in sae:
-            problems.append(f"features.targets.{target}.sae.repo: required for backend llamascope")
+        if sae["backend"] in ("llamascope", "gemmascope") and "repo" not in sae:
+            problems.append(f"features.targets.{target}.sae.repo: required for backend {sae['backend']}")
         labels = entry.get("labels", features["labels"])
         for key in ("model_id", "sae_id"):
             if labels["backend"] == "neuronpedia" and key not in labels:

@@ -300,6 +300,61 @@ def _snapshot_commit(path: Path) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
+# Gemma Scope SAE weights (Table 4: Gemma-2-9B)
+
+GEMMASCOPE_REPO = "google/gemma-scope-9b-pt-res-canonical"
+GEMMASCOPE_FILE = "layer_{layer}/width_131k/canonical/params.npz"
+
+
+def download_gemmascope_layer(repo_id: str, layer: int, out_path: str | Path, file_pattern: str = GEMMASCOPE_FILE,
+                              revision: str | None = None, *, expected_d_model: int | None = None,
+                              cache_dir: str | Path | None = None, endpoint: str | None = None,
+                              token: bool | str | None = None) -> Path:
+    """Fetch one layer of a Gemma Scope JumpReLU SAE (``params.npz``: W_enc (d, F), W_dec (F, d), b_enc, b_dec,
+    threshold) and write it with the keys of :data:`SAE_KEYS`. Gemma Scope reads raw residual activations
+    (no input normalisation), recorded as ``input_norm: none`` in the metadata. `repo_id` may be a local copy."""
+    import io
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    out_path = Path(out_path)
+    filename = file_pattern.format(layer=layer)
+    where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
+    fetch = _llamascope_fetcher(repo_id, revision, cache_dir, endpoint, token, False, layer, file_pattern)
+    path = fetch(filename, required=True)
+    try:
+        with np.load(io.BytesIO(Path(path).read_bytes())) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise DownloadError(f"{where}: cannot read the .npz file: {_cause(err)}; delete the cached copy ({path}) "
+                            "and download again") from err
+    missing = {"W_enc", "W_dec", "b_enc", "threshold"} - set(arrays)
+    if missing:
+        raise DownloadError(f"{where}: missing {sorted(missing)} (keys: {sorted(arrays)}); not a Gemma Scope SAE")
+    tensors = {"encoder": torch.from_numpy(arrays["W_enc"]).float().T.contiguous(),
+               "encoder_bias": torch.from_numpy(arrays["b_enc"]).float(),
+               "decoder": torch.from_numpy(arrays["W_dec"]).float().contiguous(),
+               "threshold": torch.from_numpy(arrays["threshold"]).float()}
+    if "b_dec" in arrays:
+        tensors["decoder_bias"] = torch.from_numpy(arrays["b_dec"]).float()
+    n_features, d_model = tensors["decoder"].shape
+    if tensors["encoder"].shape != (n_features, d_model):
+        raise DownloadError(f"{where}: W_enc is {tuple(arrays['W_enc'].shape)} but W_dec is "
+                            f"{tuple(arrays['W_dec'].shape)}; expected (d, F) and (F, d)")
+    if expected_d_model is not None and d_model != expected_d_model:
+        raise DownloadError(f"{where}: the SAE reads {d_model}-d activations but the model's are "
+                            f"{expected_d_model}-d; check the repository and layer")
+    metadata = {"format": "introspect-sae-features", "source": str(repo_id), "revision": revision or "main",
+                "file": filename, "layer": str(layer), "n_features": str(n_features), "d_model": str(d_model),
+                "input_norm": "none"}
+    _atomic_write(out_path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    log.info("wrote %d features x %d dims of %s (layer %d) to %s", n_features, d_model, repo_id, layer, out_path)
+    return out_path
+
+
+# ----------------------------------------------------------------------------------------------
 # Neuronpedia explanations
 
 

@@ -254,6 +254,8 @@ def from_download(path: str | Path) -> SAE:
     import json
 
     norm = json.loads(meta.get("hyperparams") or "{}").get("dataset_average_activation_norm", {}).get("in")
+    if meta.get("input_norm") == "none":  # Gemma Scope reads raw activations
+        norm = math.sqrt(tensors["decoder"].shape[1])
     if not norm:
         raise SAEError(f"{path}: no dataset_average_activation_norm in its hyperparams.json metadata; LlamaScope "
                        "SAEs read inputs rescaled by it, so without it thresholds and exemplars would be wrong. "
@@ -283,15 +285,20 @@ def sae_for_layer(settings: dict, hidden: torch.Tensor, tokens, layer: int, seed
     if backend == "train":
         options = {k: settings[k] for k in ("expansion", "k", "epochs", "batch_size", "lr") if k in settings}
         sae, history = train_topk(hidden[train_rows], SAESettings(seed=seed, **options), progress=progress)
-    elif backend == "llamascope":
-        from introspect.downloads import download_llamascope_layer
+    elif backend in ("llamascope", "gemmascope"):
+        from introspect import downloads
 
-        path = Path(scratch) / f"llamascope-layer{layer}.safetensors"
-        download_llamascope_layer(settings["repo"], layer, path, revision=settings.get("revision"),
-                                  expected_d_model=hidden.shape[1])
+        path = Path(scratch) / f"{backend}-layer{layer}.safetensors"
+        if backend == "llamascope":
+            downloads.download_llamascope_layer(settings["repo"], layer, path, revision=settings.get("revision"),
+                                                expected_d_model=hidden.shape[1])
+        else:
+            downloads.download_gemmascope_layer(settings["repo"], layer, path,
+                                                settings.get("file", downloads.GEMMASCOPE_FILE),
+                                                revision=settings.get("revision"), expected_d_model=hidden.shape[1])
         sae = from_download(path)
     else:
-        raise SAEError(f"features.sae.backend: unknown backend {backend!r}; use train or llamascope")
+        raise SAEError(f"features.sae.backend: unknown backend {backend!r}; use train, llamascope or gemmascope")
     if sae.d_model != hidden.shape[1]:
         raise SAEError(f"the SAE reads {sae.d_model}-d vectors but layer {layer} is {hidden.shape[1]}-d")
     stats = sae_stats(sae, hidden[eval_rows])
