@@ -50,6 +50,10 @@ if config.get("features"):
 
     include: "rules/features.smk"
 
+    if config["features"].get("explain"):
+
+        include: "rules/features_explain.smk"
+
 
 if config.get("hints"):
 

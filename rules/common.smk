@@ -41,6 +41,8 @@ def paper_targets():
             targets += ["results/table2.csv"]
     if config.get("features"):
         targets += ["results/features_sae.csv", "results/table5.csv"]
+        if config["features"].get("explain"):
+            targets += ["results/table1.csv"]
         targets += expand("results/{target}/features/{name}", target=feature_targets(),
                           name=["train.parquet", "eval/sae.parquet", "eval/act.parquet", "eval/dact.parquet"])
     if config.get("hints"):
@@ -126,3 +128,40 @@ def feature_setting(target, key):
 def similarity_pairs():
     """(target, explainer) pairs of Table 5."""
     return [(t, e) for t in feature_targets() for e in config["features"]["similarity"]["explainers"]]
+
+
+def feature_runs():
+    return list(config.get("features", {}).get("explain", {}).get("runs", {}))
+
+
+def feature_run(name):
+    return config["features"]["explain"]["runs"][name]
+
+
+def feature_run_train(name):
+    """The shared train settings with the run's overrides."""
+    return {**config["features"]["explain"]["train"], **feature_run(name).get("train", {})}
+
+
+def feature_run_projection(name):
+    run = feature_run(name)
+    return explainer_projection(config["features"]["explain"]["target"], run["explainer"],
+                                run.get("projection", "auto"))
+
+
+def table1_methods():
+    """Table 1's rows: the runs, then the configured baselines."""
+    return feature_runs() + list(config["features"]["explain"].get("baselines", []))
+
+
+def method_eval_sets(method):
+    """The eval sets a method is scored on (gold labels exist for held-out SAE features only)."""
+    return ["sae"] if method == "gold" else ["sae", "act", "dact"]
+
+
+def feature_train_inputs(wc):
+    run = feature_run(wc.run)
+    inputs = {"train": f"results/{wc.target}/features/train.parquet", "model": model_dir(run["explainer"])}
+    if feature_run_projection(wc.run) == "pretrained":
+        inputs["projection"] = f"results/{wc.target}/features/projections/{run['explainer']}.safetensors"
+    return inputs

@@ -170,3 +170,20 @@ def test_feature_backends_need_their_options():
     config = load()
     del config["patching"]
     assert any("dACT" in p for p in problems_of(config))
+
+
+def test_feature_explain_config_errors_name_the_key():
+    config = load()
+    explain = config["features"]["explain"]
+    explain["runs"]["gold"] = {"explainer": "tiny-smollm2"}
+    explain["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}
+    explain["runs"]["ghost"] = {"explainer": "llama-9000"}
+    explain["target"] = "tiny-gemma3"
+    problems = problems_of(config)
+    assert "features.explain.target: 'tiny-gemma3' is not one of features.targets" in problems
+    assert "features.explain.runs.gold: the name is taken by a baseline; rename the run" in problems
+    assert "features.explain.runs.ghost.explainer: 'llama-9000' is not a model in the registry" in problems
+    config = load()
+    config["features"]["explain"]["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}
+    assert problems_of(config) == ["features.explain.runs.other-none.projection: none, but tiny-gemma3 (80) and "
+                                   "tiny-smollm2 (64) differ in hidden size; use random or pretrained"]

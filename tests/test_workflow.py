@@ -78,6 +78,21 @@ def test_smoke_feature_ground_truth_is_built(smoke_run):
     assert table5["projection"].to_list() == ["none", "least squares"]  # 64 vs 80 hidden
 
 
+def test_smoke_table1_is_built(smoke_run):
+    import polars as pl
+
+    table1 = pl.read_csv(smoke_run / "results/table1.csv")
+    assert table1["row"].to_list() == ["self-full", "self-lora", "other-random", "other-pretrained", "nn_all",
+                                       "nn_layer", "gold"]
+    assert {f"{m}_mean" for m in ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")} <= set(table1.columns)
+    gold = table1.row(6, named=True)
+    assert gold["sae_judge_mean"] == 100 and gold["act_simulator_mean"] is None  # gold labels: SAE only
+    text = (smoke_run / "results/table1.md").read_text()
+    assert "embedding backend" in text and "| gold | **100.0 ± 0.0** |" in text
+    projection = json.loads((smoke_run / "results/tiny-smollm2/features/projections/tiny-gemma3.json").read_text())
+    assert set(projection) == {"1", "2"} and all("r2" in v for v in projection.values())
+
+
 def test_editing_label_settings_reruns_labels_not_activations_or_saes(smoke_run, tmp_path):
     def edit(config):
         config["features"]["labels"]["concepts"] = False

@@ -177,6 +177,22 @@ def _feature_problems(features: dict[str, Any] | None, models: dict[str, Any], p
         for key in ("model_id", "sae_id"):
             if labels["backend"] == "neuronpedia" and key not in labels:
                 problems.append(f"features.targets.{target}.labels.{key}: required for backend neuronpedia")
+    explain = features.get("explain")
+    if explain:
+        if explain["target"] not in features["targets"]:
+            problems.append(f"features.explain.target: {explain['target']!r} is not one of features.targets")
+        for name, run in explain["runs"].items():
+            if name in ("nn_all", "nn_layer", "gold"):
+                problems.append(f"features.explain.runs.{name}: the name is taken by a baseline; rename the run")
+            if run["explainer"] not in models:
+                problems.append(f"features.explain.runs.{name}.explainer: {run['explainer']!r} is not a model "
+                                "in the registry")
+            elif (run.get("projection", "auto") == "none" and explain["target"] in models
+                  and models[run["explainer"]]["hidden_size"] != models[explain["target"]]["hidden_size"]):
+                problems.append(f"features.explain.runs.{name}.projection: none, but {run['explainer']} "
+                                f"({models[run['explainer']]['hidden_size']}) and {explain['target']} "
+                                f"({models[explain['target']]['hidden_size']}) differ in hidden size; use random "
+                                "or pretrained")
     for i, name in enumerate(features["similarity"]["explainers"]):
         if name not in models:
             problems.append(f"features.similarity.explainers[{i}]: {name!r} is not a model in the registry")

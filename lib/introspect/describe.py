@@ -230,3 +230,44 @@ def predict_features(items: pl.DataFrame, explainer_path: str, chat: bool, batch
     explainer = load_explainer(explainer_path, device=device)
     data = feature_examples(items, explainer.tokenizer, chat, seed, with_targets=False)
     return predict(explainer, data, batch_size, max_new_tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# scoring and Table 1
+
+TABLE1_METRICS = ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")
+
+
+def simulator_scores(items: pl.DataFrame, predictions: Sequence[str], windows: pl.DataFrame, simulator,
+                     n_top: int) -> list[float]:
+    """Simulator score of each item's predicted description on the item's *check* half of exemplars.
+
+    The check half (odd ranks of the top and of the random windows; :func:`introspect.features.halves`) is
+    used for every method and eval set, because the gold SAE labels were chosen on the even half: scoring
+    them there would flatter them. An undefined correlation (a constant prediction) scores 0.
+    """
+    from introspect.features import halves, to_exemplars
+
+    out = []
+    for prediction, window_ids, acts in zip(predictions, items["windows"].to_list(), items["activations"].to_list()):
+        ex = to_exemplars(window_ids, acts, windows)
+        _, check = halves(n_top, len(ex))
+        score = float(simulator.score_many([prediction or ""], [ex[i] for i in check])[0])
+        out.append(0.0 if math.isnan(score) else score)
+    return out
+
+
+def table1_frame(scores: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
+    """Table 1 from long per-item scores (row, item_id, metric, value): mean +- SE x 100 per row and metric,
+    best by paired t-test among the rows that have the metric (gold labels have SAE columns only)."""
+    from introspect.tables import build_metric_table
+
+    rows = list(dict.fromkeys(scores["row"].to_list()))
+    table = pl.DataFrame({"row": rows})
+    for metric in TABLE1_METRICS:
+        part = scores.filter(pl.col("metric") == metric)
+        if part.height == 0:
+            continue
+        built = build_metric_table(part, [metric], scale=100.0, alpha=alpha).drop("n")
+        table = table.join(built, on="row", how="left", maintain_order="left")
+    return table

@@ -48,9 +48,12 @@ def align(target_ends: Sequence[int], explainer_offsets: Sequence[tuple[int, int
     return out
 
 
-def fit_projection(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
-    """Least-squares W (d_src + 1, d_tgt) with a bias row: [source, 1] @ W ~ target (ridge for stability)."""
-    x = torch.cat([source.double(), torch.ones(source.shape[0], 1, dtype=torch.float64)], dim=1)
+def fit_projection(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3, bias: bool = True) -> torch.Tensor:
+    """Least-squares W (d_src + 1, d_tgt) with a bias row: [source, 1] @ W ~ target (ridge for stability);
+    (d_src, d_tgt) without the bias row when `bias` is False."""
+    x = source.double()
+    if bias:
+        x = torch.cat([x, torch.ones(source.shape[0], 1, dtype=torch.float64)], dim=1)
     gram = x.T @ x
     gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=torch.float64)
     return torch.linalg.solve(gram, x.T @ target.double()).float()
@@ -59,7 +62,55 @@ def fit_projection(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e
 def apply_projection(w: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
     if w is None:
         return h.float()
+    if w.shape[0] == h.shape[1]:
+        return h.float() @ w
     return torch.cat([h.float(), torch.ones(h.shape[0], 1)], dim=1) @ w
+
+
+def aligned_activations(load: Callable[[int], torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int], explainer,
+                        explainer_tokenizer, layer_map: dict[int, int], batch_size: int = 16, progress: bool = True):
+    """Target and explainer activations at aligned tokens of the given sequences, per target layer.
+
+    Returns {layer: (h_target (n, d_M), h_explainer (n, d_E))} and the sequence index of each row.
+    """
+    rows = tokens.with_row_index("row").filter(pl.col("seq_id").is_in(list(seq_ids)))
+    groups = rows.group_by("seq_id", maintain_order=True).agg("row", "text", "position")
+    texts = ["".join(t) for t in groups["text"].to_list()]
+    hidden_e, offsets, e_prefix = explainer_hidden(explainer, explainer_tokenizer, texts,
+                                                   sorted(set(layer_map.values())), batch_size, progress)
+    target_rows, explainer_index, seq_of = [], [], []
+    for s, (row_ids, token_texts, positions) in enumerate(groups.select("row", "text", "position").iter_rows()):
+        ends = np.cumsum([len(t) for t in token_texts])
+        for r, m, p in zip(row_ids, align(ends.tolist(), offsets[s]), positions):
+            if m >= 0 and m + e_prefix > 0 and p > 0:  # neither token is its model's attention sink
+                target_rows.append(r)
+                explainer_index.append((s, int(m)))
+                seq_of.append(s)
+    index = torch.tensor(target_rows, dtype=torch.long)
+    out = {}
+    for layer, e_layer in layer_map.items():
+        h_m = load(layer)[index].float()
+        h_e = torch.stack([hidden_e[e_layer][s][j] for s, j in explainer_index]).float()
+        out[layer] = (h_m, h_e)
+    return out, np.array(seq_of)
+
+
+def pretrained_projections(load: Callable[[int], torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int],
+                           explainer, explainer_tokenizer, layer_map: dict[int, int], batch_size: int = 16,
+                           progress: bool = True) -> tuple[dict[int, torch.Tensor], dict[int, dict]]:
+    """Pi_l (d_E, d_M) per target layer minimising ||h^E - Pi_l h^M||^2 at aligned tokens (paper section 3.1),
+    by least squares on even sequences; R^2 measured on odd sequences. Weights are in nn.Linear layout."""
+    pairs, seq_of = aligned_activations(load, tokens, seq_ids, explainer, explainer_tokenizer, layer_map,
+                                        batch_size, progress)
+    fit = torch.from_numpy(seq_of % 2 == 0)
+    weights, stats = {}, {}
+    for layer, (h_m, h_e) in pairs.items():
+        w = fit_projection(h_m[fit], h_e[fit], bias=False)  # (d_M, d_E)
+        held = ~fit
+        stats[layer] = {"explainer_layer": layer_map[layer], "fit_tokens": int(fit.sum()),
+                        "eval_tokens": int(held.sum()), "r2": r_squared(h_m[held] @ w, h_e[held])}
+        weights[layer] = w.T.contiguous()
+    return weights, stats
 
 
 def r_squared(predicted: torch.Tensor, target: torch.Tensor) -> float:

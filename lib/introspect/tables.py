@@ -238,6 +238,8 @@ def to_markdown(
                 else:
                     text = _plain(value)
                 cells.append(text)
+            elif rec[f"{metric}_mean"] is None:  # a row not scored on this metric (e.g. gold labels on ACT)
+                cells.append("—")
             else:
                 cell = format_cell(rec[f"{metric}_mean"], rec[f"{metric}_se"], scale=scale, digits=digits)
                 cells.append(f"**{cell}**" if rec[f"{metric}_best"] else cell)
