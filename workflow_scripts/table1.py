@@ -18,8 +18,8 @@ with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     write_table(
         table, snakemake.output.csv, snakemake.output.md,  # noqa: F821
         title=f"Table 1: describing {params.target}'s features (mean ± SE x 100)",
-        notes=[f"LM judge: {params.judge} backend; simulator: {params.simulator} backend. Simulator scores are on the "
-               "held-out half of each item's exemplars. Bold: not significantly worse than the best row of the "
+        notes=[f"LM judge: {params.judge} backend; simulator: {params.simulator} backend. Simulator scores are |Pearson| (as the "
+               "authors compute them) on the held-out half of each item's exemplars. Bold: not significantly worse than the best row of the "
                "column (paired t-test, p >= 0.05)."],
         labels={"sae_judge": "SAE (judge)", "sae_simulator": "SAE (simulator)", "act_simulator": "ACT (simulator)",
                 "dact_simulator": "dACT (simulator)"},

@@ -244,7 +244,8 @@ def simulator_scores(items: pl.DataFrame, predictions: Sequence[str], windows: p
 
     The check half (odd ranks of the top and of the random windows; :func:`introspect.features.halves`) is
     used for every method and eval set, because the gold SAE labels were chosen on the even half: scoring
-    them there would flatter them. An undefined correlation (a constant prediction) scores 0.
+    them there would flatter them. The absolute value of the correlation is kept, as the authors' evaluation
+    code does (REFERENCE.md); an undefined correlation (a constant prediction) scores 0.
     """
     from introspect.features import halves, to_exemplars
 
@@ -253,7 +254,7 @@ def simulator_scores(items: pl.DataFrame, predictions: Sequence[str], windows: p
         ex = to_exemplars(window_ids, acts, windows)
         _, check = halves(n_top, len(ex))
         score = float(simulator.score_many([prediction or ""], [ex[i] for i in check])[0])
-        out.append(0.0 if math.isnan(score) else score)
+        out.append(0.0 if math.isnan(score) else abs(score))
     return out
 
 
