@@ -80,11 +80,14 @@ rule features_sae:
     params:
         sae=lambda wc: feature_setting(wc.target, "sae"),
         seed=config["seed"],
+        device=config["compute"]["device"],
     log:
         "logs/features_sae/{target}/layer{layer}.log",
     benchmark:
         "benchmarks/features_sae/{target}/layer{layer}.tsv"
     threads: stage_threads()
+    resources:
+        gpu=stage_gpus("features"),
     conda:
         "../envs/introspect.yaml"
     script:

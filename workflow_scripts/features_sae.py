@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from introspect.activations import load_cache
+from introspect.models import resolve_device
 from introspect.runlog import logged
 from introspect.sae import features_frame, sae_for_layer
 from introspect.schemas import read_table, write_table
@@ -19,7 +20,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     hidden = load_cache(snakemake.input.activations, tokens)  # noqa: F821
     out = Path(snakemake.output.sae)  # noqa: F821
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as scratch:
-        sae, stats = sae_for_layer(params.sae, hidden, tokens, layer, params.seed, scratch)
+        sae, stats = sae_for_layer(params.sae, hidden, tokens, layer, params.seed, scratch,
+                                   device=resolve_device(params.device))
     log.info("layer %d SAE: %s", layer, stats)
     sae.save(out, layer=str(layer), backend=params.sae["backend"])
     write_table(features_frame(sae, layer), snakemake.output.features, "feature_vectors")  # noqa: F821

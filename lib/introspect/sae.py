@@ -183,15 +183,18 @@ def sae_stats(sae: SAE, x_eval: torch.Tensor, batch_size: int = 4096) -> dict:
             "eval_tokens": int(x_eval.shape[0])}
 
 
-def train_topk(x: torch.Tensor, settings: SAESettings, progress: bool = True) -> tuple[SAE, list[float]]:
-    """Train a TopK SAE on activations `x` (n, d); returns the SAE and the mean loss of each epoch."""
+def train_topk(x: torch.Tensor, settings: SAESettings, progress: bool = True,
+               device: str | torch.device = "cpu") -> tuple[SAE, list[float]]:
+    """Train a TopK SAE on activations `x` (n, d, kept where it is); batches go to `device`.
+
+    Returns the SAE (on the CPU) and the mean loss of each epoch."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     scale = input_scale(x)
-    sae = _init_topk(x, settings, scale, generator)
+    sae = _init_topk(x, settings, scale, generator).to(device)
     aux_k = settings.aux_k or x.shape[1] // 2
     optimizer = torch.optim.Adam(sae.parameters(), lr=settings.lr, betas=(0.9, 0.999))
-    since_fired = torch.zeros(sae.n_features, dtype=torch.long)
+    since_fired = torch.zeros(sae.n_features, dtype=torch.long, device=device)
     history = []
     started = time.perf_counter()
     for epoch in range(settings.epochs):
@@ -200,7 +203,7 @@ def train_topk(x: torch.Tensor, settings: SAESettings, progress: bool = True) ->
         bar = tqdm(range(0, x.shape[0], settings.batch_size), desc=f"SAE epoch {epoch + 1}/{settings.epochs}",
                    unit="batch", disable=not progress, leave=False)
         for start in bar:
-            batch = x[order[start:start + settings.batch_size]].float()
+            batch = x[order[start:start + settings.batch_size]].to(device).float()
             target = batch * scale
             pre = sae.pre_activations(batch)
             z = sae.activate(pre)
@@ -230,7 +233,7 @@ def train_topk(x: torch.Tensor, settings: SAESettings, progress: bool = True) ->
         history.append(float(np.mean(losses)))
         log.info("SAE epoch %d/%d: normalised loss %.4f, dead latents %d (%.0f s)", epoch + 1, settings.epochs,
                  history[-1], int((since_fired > settings.dead_after).sum()), time.perf_counter() - started)
-    return sae, history
+    return sae.cpu(), history
 
 
 def features_frame(sae: SAE, layer: int) -> pl.DataFrame:
@@ -270,7 +273,7 @@ def from_download(path: str | Path) -> SAE:
 
 
 def sae_for_layer(settings: dict, hidden: torch.Tensor, tokens, layer: int, seed: int,
-                  scratch: str | Path, progress: bool = True) -> tuple[SAE, dict]:
+                  scratch: str | Path, progress: bool = True, device: str = "cpu") -> tuple[SAE, dict]:
     """The SAE of one layer from features.sae (train on train tokens, or fetch LlamaScope), with its
     FVU / L0 / dead share on the eval tokens."""
     from introspect.activations import usable_rows
@@ -284,7 +287,8 @@ def sae_for_layer(settings: dict, hidden: torch.Tensor, tokens, layer: int, seed
     history: list[float] = []
     if backend == "train":
         options = {k: settings[k] for k in ("expansion", "k", "epochs", "batch_size", "lr") if k in settings}
-        sae, history = train_topk(hidden[train_rows], SAESettings(seed=seed, **options), progress=progress)
+        sae, history = train_topk(hidden[train_rows], SAESettings(seed=seed, **options), progress=progress,
+                                  device=device)
     elif backend in ("llamascope", "gemmascope"):
         from introspect import downloads
 
