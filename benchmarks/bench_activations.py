@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from introspect.activations import bos_prefix, layer_outputs, sequences, tokenize_corpus
+from introspect.activations import bos_prefix, layer_outputs, pad_id, right_pad, sequences, tokenize_corpus
 from introspect.corpus import build_corpus, builtin_documents
 from introspect.models import load_model
 
@@ -38,20 +38,14 @@ def main() -> None:
     tokens = tokenize_corpus(corpus, tokenizer, args.seq_len, args.tokens)
     seqs = sequences(tokens, bos_prefix(tokenizer))
     n_tokens = sum(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     n_layers = model.config.get_text_config().num_hidden_layers
 
     def plain() -> None:
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         with torch.no_grad():
             for start in range(0, len(order), args.batch_size):
-                index = order[start:start + args.batch_size]
-                width = max(len(seqs[i]) for i in index)
-                batch = torch.full((len(index), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(index), width), dtype=torch.long)
-                for row, i in enumerate(index):
-                    batch[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                    mask[row, : len(seqs[i])] = 1
+                batch, mask = right_pad([seqs[i] for i in order[start:start + args.batch_size]], pad)
                 model(input_ids=batch, attention_mask=mask, output_hidden_states=True, use_cache=False)
 
     def cached(layer: int):
@@ -63,13 +57,11 @@ def main() -> None:
         return time.perf_counter() - started
 
     timed(cached(args.layer))  # warm-up
-    results = {}
-    for name, fn in [("plain forward (all layers)", plain), (f"cache layer {args.layer}", cached(args.layer)),
-                     (f"cache layer {n_layers - 1} (last)", cached(n_layers - 1))]:
-        results[name] = []
+    sides = {"plain forward (all layers)": plain, f"cache layer {args.layer}": cached(args.layer),
+             f"cache layer {n_layers - 1} (last)": cached(n_layers - 1)}
+    results = {name: [] for name in sides}
     for _ in range(args.repeats):
-        for name, fn in [("plain forward (all layers)", plain), (f"cache layer {args.layer}", cached(args.layer)),
-                         (f"cache layer {n_layers - 1} (last)", cached(n_layers - 1))]:
+        for name, fn in sides.items():
             results[name].append(timed(fn))
     base = statistics.median(results["plain forward (all layers)"])
     print(f"model {args.model}, {len(seqs)} sequences, {n_tokens} tokens, batch {args.batch_size}, "

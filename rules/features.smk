@@ -243,6 +243,7 @@ rule features_similarity:
         n_target_layers=lambda wc: MODELS[wc.target].n_layers,
         same_model=lambda wc: wc.target == wc.explainer,
         similarity=config["features"]["similarity"],
+        width=config["features"]["exemplars"]["width"],
         seed=config["seed"],
         device=config["compute"]["device"],
     log:

@@ -22,7 +22,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     model, tokenizer, _ = load_model(snakemake.input.explainer, device=resolve_device(params.device))  # noqa: F821
     n_explainer = model.config.get_text_config().num_hidden_layers
     layer_map = {layer: relative_layer(layer, params.n_target_layers, n_explainer) for layer in params.layers}
-    windows = make_windows(tokens, max(len(w) for w in test["activations"][0]))
+    windows = make_windows(tokens, params.width)
     rows = windows["rows"].to_list()
     feature_windows, seqs = {}, set()
     n_features = params.similarity["n_features"]

@@ -8,13 +8,9 @@ from introspect.tables import write_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
-    frames = []
-    for path in snakemake.input:  # noqa: F821
-        method = path.split("/scores/")[1].removesuffix(".parquet")
-        frames.append(pl.read_parquet(path).with_columns(row=pl.lit(method)))
-    scores = pl.concat(frames).select("row", "item_id", "metric", "value")
-    order = {m: i for i, m in enumerate(params.methods)}
-    table = table1_frame(scores.sort(pl.col("row").replace_strict(order, return_dtype=pl.Int64), maintain_order=True))
+    scores = pl.concat([pl.read_parquet(path).with_columns(row=pl.lit(method))  # inputs are in the rows' order
+                        for method, path in zip(params.methods, snakemake.input)])  # noqa: F821
+    table = table1_frame(scores.select("row", "item_id", "metric", "value"))
     write_table(
         table, snakemake.output.csv, snakemake.output.md,  # noqa: F821
         title=f"Table 1: describing {params.target}'s features (mean ± SE x 100)",

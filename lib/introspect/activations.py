@@ -26,10 +26,11 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from introspect.schemas import FEATURE_TOKENS
+
 log = logging.getLogger(__name__)
 
-TOKENS_SCHEMA = {"seq_id": pl.Int64, "doc_id": pl.String, "split": pl.String, "position": pl.Int64,
-                 "token_id": pl.Int64, "text": pl.String}
+TOKENS_SCHEMA = FEATURE_TOKENS  # the tokens table as introspect.schemas documents it
 
 
 class ActivationError(ValueError):
@@ -99,6 +100,22 @@ def decoder_layers(model) -> torch.nn.ModuleList:
     return layers
 
 
+def pad_id(tokenizer) -> int:
+    """The id that pads a batch (the tokenizer's pad token, else 0: padded positions are masked anyway)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+def right_pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask of a batch of sequences."""
+    width = max(len(s) for s in seqs)
+    batch = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        batch[i, : len(s)] = torch.tensor(list(s))
+        mask[i, : len(s)] = 1
+    return batch, mask
+
+
 class _Stop(Exception):
     pass
 
@@ -134,12 +151,7 @@ def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], b
         bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress)
         for start in bar:
             index = order[start:start + batch_size]
-            width = max(len(seqs[i]) for i in index)
-            batch = torch.full((len(index), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(index), width), dtype=torch.long)
-            for row, i in enumerate(index):
-                batch[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, : len(seqs[i])] = 1
+            batch, mask = right_pad([seqs[i] for i in index], pad_id)
             saved.clear()
             try:
                 model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False)
@@ -159,9 +171,8 @@ def cache_layer(model, tokenizer, tokens: pl.DataFrame, layer: int, batch_size: 
     """The cache tensors of one layer for every row of `tokens` (see the module docstring)."""
     prefix = bos_prefix(tokenizer)
     seqs = sequences(tokens, prefix)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     started = time.perf_counter()
-    hidden = layer_outputs(model, seqs, [layer], batch_size, pad, progress, desc=f"layer {layer}")[layer]
+    hidden = layer_outputs(model, seqs, [layer], batch_size, pad_id(tokenizer), progress, desc=f"layer {layer}")[layer]
     content = torch.cat([h[len(prefix):] for h in hidden]).to(torch.float16)
     seconds = time.perf_counter() - started
     n = sum(len(s) for s in seqs)

@@ -249,6 +249,9 @@ def simulator_scores(items: pl.DataFrame, predictions: Sequence[str], windows: p
     """
     from introspect.features import halves, to_exemplars
 
+    if hasattr(simulator, "prepare"):  # embed every window the items use in large batches, once
+        needed = sorted({int(w) for ids in items["windows"].to_list() for w in ids})
+        simulator.prepare([windows["tokens"][w].to_list() for w in needed])
     out = []
     for prediction, window_ids, acts in zip(predictions, items["windows"].to_list(), items["activations"].to_list()):
         ex = to_exemplars(window_ids, acts, windows)

@@ -27,15 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from introspect.activations import usable_rows
+from introspect.schemas import FEATURE_LABELS
 from introspect.simulation import Exemplar
 
 log = logging.getLogger(__name__)
 
 ActFn = Callable[[torch.Tensor], torch.Tensor]  # hidden (n, d) -> activations (n, n_items)
 
-EXEMPLARS_SCHEMA = {"layer": pl.Int64, "feature": pl.Int64, "max_activation": pl.Float32,
-                    "windows": pl.List(pl.Int64), "kinds": pl.List(pl.String),
-                    "activations": pl.List(pl.List(pl.Float32))}
+LABELS_SCHEMA = FEATURE_LABELS  # the labels table as introspect.schemas documents it
 
 
 class FeaturesError(ValueError):
@@ -218,12 +217,6 @@ def _float(x) -> float | None:
     return None if math.isnan(x) else x
 
 
-LABELS_SCHEMA = {"layer": pl.Int64, "feature": pl.Int64, "label": pl.String, "score": pl.Float64,
-                 "check_score": pl.Float64, "random_candidate": pl.String, "random_score": pl.Float64,
-                 "random_check_score": pl.Float64, "candidates": pl.List(pl.String),
-                 "candidate_scores": pl.List(pl.Float64)}
-
-
 def label_stats(labels: pl.DataFrame) -> dict:
     def mean(col):
         values = labels[col].drop_nulls()
@@ -239,17 +232,16 @@ def eval_items(layer: int, ids: Sequence[str], vectors: np.ndarray, labels: Sequ
     """Rows of an eval set (schema ``feature_eval``): a vector, its gold label if any and its exemplars."""
     n_slots = found["windows"].shape[1]
     kinds = ["top"] * n_top + ["random"] * (n_slots - n_top)
-    return pl.DataFrame({
-        "item_id": list(ids), "layer": [layer] * len(ids), "vector": np.asarray(vectors, dtype=np.float32),
-        "label": list(labels), "source": list(sources), "windows": found["windows"].tolist(),
-        "kinds": [kinds] * len(ids), "activations": found["activations"].tolist()},
-        schema=eval_schema(vectors.shape[1]))
-
-
-def eval_schema(d: int) -> dict:
-    return {"item_id": pl.String, "layer": pl.Int64, "vector": pl.Array(pl.Float32, d), "label": pl.String,
-            "source": pl.String, "windows": pl.List(pl.Int64), "kinds": pl.List(pl.String),
-            "activations": pl.List(pl.List(pl.Float32))}
+    n = len(ids)
+    return pl.DataFrame([
+        pl.Series("item_id", list(ids), dtype=pl.String),
+        pl.Series("layer", np.full(n, layer, dtype=np.int64)),
+        pl.Series("vector", np.asarray(vectors, dtype=np.float32)).cast(pl.Array(pl.Float32, vectors.shape[1])),
+        pl.Series("label", list(labels), dtype=pl.String),
+        pl.Series("source", list(sources), dtype=pl.String),
+        _nested("windows", found["windows"].astype(np.int64), pl.List(pl.Int64)),
+        pl.Series("kinds", [kinds] * n, dtype=pl.List(pl.String)),
+        _nested("activations", found["activations"].astype(np.float32), pl.List(pl.List(pl.Float32)))])
 
 
 def split_features(labels: pl.DataFrame, features: pl.DataFrame, exemplar_table: pl.DataFrame,
@@ -440,7 +432,7 @@ def dact_vectors(model, tokenizer, pairs: pl.DataFrame, layers: Sequence[int], n
     t' is position 0 of the model input (a one-token subject first in the prompt of a model without BOS:
     the attention sink) are skipped, as everywhere else in the feature stages.
     """
-    from introspect.activations import bos_prefix, layer_outputs
+    from introspect.activations import bos_prefix, layer_outputs, pad_id
 
     prefix = bos_prefix(tokenizer)
     order = list(range(pairs.height))
@@ -454,10 +446,10 @@ def dact_vectors(model, tokenizer, pairs: pl.DataFrame, layers: Sequence[int], n
         if "{}" not in template:
             raise FeaturesError(f"pair {row['pair_id']}: template {template!r} has no {{}} for the subject")
         pair_seqs, pair_pos = [], []
+        start = template.index("{}")
         for subject in (row["subject"], row["counterfactual_subject"]):
             text = template.format(subject)
             enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            start = template.index("{}")
             pair_pos.append(len(prefix) + subject_final_index(text, subject, enc.offset_mapping, start))
             pair_seqs.append(prefix + list(enc.input_ids))
         if min(pair_pos) == 0:
@@ -472,8 +464,7 @@ def dact_vectors(model, tokenizer, pairs: pl.DataFrame, layers: Sequence[int], n
     if len(sources) < n:
         log.warning("dACT: only %d usable pairs of %d wanted (%d skipped: subject at the sink position)",
                     len(sources), n, skipped)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    hidden = layer_outputs(model, seqs, layers, batch_size, pad, progress=False)
+    hidden = layer_outputs(model, seqs, layers, batch_size, pad_id(tokenizer), progress=False)
     vectors = {}
     for layer in layers:
         at = [hidden[layer][j][positions[j]] for j in range(len(seqs))]

@@ -181,13 +181,9 @@ class Patcher:
         return self.patched_next_tokens(ids, [], batch_size=batch_size)[0]
 
     def _right_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        batch = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            batch[i, : len(s)] = torch.tensor(list(s))
-            mask[i, : len(s)] = 1
+        from introspect.activations import pad_id, right_pad
+
+        batch, mask = right_pad(seqs, pad_id(self.tokenizer))
         return batch.to(self.model.device), mask.to(self.model.device)
 
     @torch.no_grad()

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from introspect.activations import bos_prefix, layer_outputs
+from introspect.activations import bos_prefix, layer_outputs, pad_id
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,8 @@ def aligned_activations(load: Callable[[int], torch.Tensor], tokens: pl.DataFram
                         explainer_tokenizer, layer_map: dict[int, int], batch_size: int = 16, progress: bool = True):
     """Target and explainer activations at aligned tokens of the given sequences, per target layer.
 
-    Returns {layer: (h_target (n, d_M), h_explainer (n, d_E))} and the sequence index of each row.
+    Returns {layer: (h_target (n, d_M), h_explainer (n, d_E))}, the index (among `seq_ids`) of each row's
+    sequence and each row's row in `tokens`.
     """
     rows = tokens.with_row_index("row").filter(pl.col("seq_id").is_in(list(seq_ids)))
     groups = rows.group_by("seq_id", maintain_order=True).agg("row", "text", "position")
@@ -92,7 +93,7 @@ def aligned_activations(load: Callable[[int], torch.Tensor], tokens: pl.DataFram
         h_m = load(layer)[index].float()
         h_e = torch.stack([hidden_e[e_layer][s][j] for s, j in explainer_index]).float()
         out[layer] = (h_m, h_e)
-    return out, np.array(seq_of)
+    return out, np.array(seq_of), np.array(target_rows)
 
 
 def pretrained_projections(load: Callable[[int], torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int],
@@ -100,8 +101,8 @@ def pretrained_projections(load: Callable[[int], torch.Tensor], tokens: pl.DataF
                            progress: bool = True) -> tuple[dict[int, torch.Tensor], dict[int, dict]]:
     """Pi_l (d_E, d_M) per target layer minimising ||h^E - Pi_l h^M||^2 at aligned tokens (paper section 3.1),
     by least squares on even sequences; R^2 measured on odd sequences. Weights are in nn.Linear layout."""
-    pairs, seq_of = aligned_activations(load, tokens, seq_ids, explainer, explainer_tokenizer, layer_map,
-                                        batch_size, progress)
+    pairs, seq_of, _ = aligned_activations(load, tokens, seq_ids, explainer, explainer_tokenizer, layer_map,
+                                           batch_size, progress)
     fit = torch.from_numpy(seq_of % 2 == 0)
     weights, stats = {}, {}
     for layer, (h_m, h_e) in pairs.items():
@@ -131,8 +132,7 @@ def explainer_hidden(model, tokenizer, texts: Sequence[str], layers: Sequence[in
     prefix = bos_prefix(tokenizer)
     encoded = [tokenizer(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
     seqs = [prefix + list(e.input_ids) for e in encoded]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    hidden = layer_outputs(model, seqs, layers, batch_size, pad, progress, desc="explainer activations")
+    hidden = layer_outputs(model, seqs, layers, batch_size, pad_id(tokenizer), progress, desc="explainer activations")
     hidden = {l: [h[len(prefix):].half() for h in hs] for l, hs in hidden.items()}  # float16 to hold many layers
     return hidden, [e.offset_mapping for e in encoded], len(prefix)
 
@@ -148,28 +148,12 @@ def activation_similarity(target_hidden: Callable[[int], torch.Tensor], tokens: 
     arrays of its windows])]. With a projection, both statistics use only sequences the projection was not
     fitted on.
     """
-    rows = tokens.with_row_index("row").filter(pl.col("seq_id").is_in(list(seq_ids)))
-    groups = rows.group_by("seq_id", maintain_order=True).agg("row", "text", "position")
-    texts = ["".join(t) for t in groups["text"].to_list()]
-    explainer_layers = sorted(set(layer_map.values()))
-    hidden_e, offsets, e_prefix = explainer_hidden(explainer, explainer_tokenizer, texts, explainer_layers,
-                                                   batch_size, progress)
-    target_rows, explainer_index, seq_of = [], [], []
-    for s, (row_ids, token_texts, positions) in enumerate(groups.select("row", "text", "position").iter_rows()):
-        ends = np.cumsum([len(t) for t in token_texts])
-        matched = align(ends.tolist(), offsets[s])
-        for r, m, p in zip(row_ids, matched, positions):
-            if m >= 0 and m + e_prefix > 0 and p > 0:  # matched; neither token is its model's attention sink
-                target_rows.append(r)
-                explainer_index.append((s, int(m)))
-                seq_of.append(s)
-    target_rows = np.array(target_rows)
-    seq_of = np.array(seq_of)
+    pairs, seq_of, target_rows = aligned_activations(target_hidden, tokens, seq_ids, explainer,
+                                                     explainer_tokenizer, layer_map, batch_size, progress)
     fit = seq_of % 2 == 0
     results = []
     for layer, e_layer in layer_map.items():
-        h_m = target_hidden(layer)[torch.from_numpy(target_rows)].float()
-        h_e = torch.stack([hidden_e[e_layer][s][j] for s, j in explainer_index]).float()
+        h_m, h_e = pairs[layer]
         w = fit_projection(h_e[torch.from_numpy(fit)], h_m[torch.from_numpy(fit)]) if project else None
         held = torch.from_numpy(~fit) if project else torch.ones(len(fit), dtype=torch.bool)
         mapped = apply_projection(w, h_e)
