@@ -3,6 +3,7 @@
 import dataclasses
 
 from introspect.config import model_specs
+from introspect.config import scaled_name, split_scaled
 
 MODELS = model_specs(config)
 
@@ -42,7 +43,9 @@ def paper_targets():
     if config.get("features"):
         targets += ["results/features_sae.csv", "results/table5.csv"]
         if config["features"].get("explain"):
-            targets += ["results/table1.csv"]
+            targets += ["results/table1.csv", "results/figure6.png"]
+            targets += ["results/table4.csv"] if "table4" in feature_tables() else []
+            targets += ["results/figure5.png", "results/figure7.png"] if scaling() else []
         targets += expand("results/{target}/features/{name}", target=feature_targets(),
                           name=["train.parquet", "eval/sae.parquet", "eval/act.parquet", "eval/dact.parquet"])
     if config.get("hints"):
@@ -130,28 +133,87 @@ def similarity_pairs():
     return [(t, e) for t in feature_targets() for e in config["features"]["similarity"]["explainers"]]
 
 
+def feature_explain():
+    return config.get("features", {}).get("explain", {})
+
+
+def feature_tables():
+    """The feature-description tables the config defines: {"table1": section, "table4": section}; each has a
+    target, runs and baselines (Table 4 shares the train/eval/judge settings of features.explain)."""
+    explain = feature_explain()
+    tables = {"table1": explain} if explain else {}
+    if explain.get("table4"):
+        tables["table4"] = explain["table4"]
+    return tables
+
+
+def scaling():
+    """features.explain.scaling (Figures 5 and 7), or {} when the config draws no scaling curves."""
+    return feature_explain().get("scaling", {})
+
+
 def feature_runs():
-    return list(config.get("features", {}).get("explain", {}).get("runs", {}))
+    """Every explainer run name: Table 1's and Table 4's runs, and the scaling runs (`run@nN`)."""
+    names = [name for table in feature_tables().values() for name in table["runs"]]
+    return names + [scaled_name(run, n) for run in scaling().get("runs", []) for n in scaling()["n_train"]]
 
 
 def feature_run(name):
-    return config["features"]["explain"]["runs"][name]
+    """A run's settings (a scaling run `run@nN` has its base run's)."""
+    base, _ = split_scaled(name)
+    for table in feature_tables().values():
+        if base in table["runs"]:
+            return table["runs"][base]
+    raise KeyError(f"no feature explainer run {base!r} in the config")
+
+
+def feature_run_target(name):
+    base, _ = split_scaled(name)
+    return next(t["target"] for t in feature_tables().values() if base in t["runs"])
 
 
 def feature_run_train(name):
-    """The shared train settings with the run's overrides."""
-    return {**config["features"]["explain"]["train"], **feature_run(name).get("train", {})}
+    """The shared train settings with the run's overrides; a scaling run trains on its whole per-layer
+    sample (no max_train)."""
+    train = {**config["features"]["explain"]["train"], **feature_run(name).get("train", {})}
+    if split_scaled(name)[1] is not None:
+        train.pop("max_train", None)
+    return train
+
+
+def feature_chat(name):
+    """Whether a run's prompts go through its explainer's chat template (features.explain.chat; auto = when
+    the explainer is an instruct model)."""
+    chat = feature_explain().get("chat", "auto")
+    return MODELS[feature_run(name)["explainer"]].instruct if chat == "auto" else bool(chat)
 
 
 def feature_run_projection(name):
     run = feature_run(name)
-    return explainer_projection(config["features"]["explain"]["target"], run["explainer"],
-                                run.get("projection", "auto"))
+    return explainer_projection(feature_run_target(name), run["explainer"], run.get("projection", "auto"))
+
+
+def table_methods(table):
+    """A feature table's rows: its runs, then its baselines."""
+    section = feature_tables()[table]
+    return list(section["runs"]) + list(section.get("baselines", []))
 
 
 def table1_methods():
-    """Table 1's rows: the runs, then the configured baselines."""
-    return feature_runs() + list(config["features"]["explain"].get("baselines", []))
+    return table_methods("table1")
+
+
+def scaling_methods():
+    """The methods of Figures 5 and 7: every scaling run and baseline at every n_train, then SelfIE (flat)."""
+    names = [scaled_name(m, n) for m in scaling().get("runs", []) + scaling().get("baselines", [])
+             for n in scaling()["n_train"]]
+    return names + (["selfie"] if "selfie" in feature_explain().get("baselines", []) else [])
+
+
+def selfie_settings():
+    """SelfIE's scales and generation settings (paper: v, 5v, 10v, 25v, 50v; 25 new tokens)."""
+    defaults = {"scales": [1.0, 5.0, 10.0, 25.0, 50.0], "max_new_tokens": 25, "batch_size": 16}
+    return {**defaults, **feature_explain().get("selfie", {})}
 
 
 def method_eval_sets(method):

@@ -43,9 +43,11 @@ rule feature_train:
         directory("results/{target}/features/explainers/{run}"),
     params:
         train=lambda wc: feature_run_train(wc.run),
+        n_per_layer=lambda wc: split_scaled(wc.run)[1],
         projection=lambda wc: feature_run_projection(wc.run),
         target_hidden=lambda wc: MODELS[wc.target].hidden_size,
-        chat=lambda wc: MODELS[feature_run(wc.run)["explainer"]].instruct,
+        target_model=lambda wc: model_dir(wc.target),
+        chat=lambda wc: feature_chat(wc.run),
         seed=config["seed"],
         device=config["compute"]["device"],
     log:
@@ -71,7 +73,7 @@ rule feature_predict:
         [f"results/{{target}}/features/predictions/{{run}}/{e}.parquet" for e in ("sae", "act", "dact")],
     params:
         eval=config["features"]["explain"]["eval"],
-        chat=lambda wc: MODELS[feature_run(wc.run)["explainer"]].instruct,
+        chat=lambda wc: feature_chat(wc.run),
         seed=config["seed"],
         device=config["compute"]["device"],
     log:
@@ -95,7 +97,10 @@ rule feature_baseline:
     output:
         [f"results/{{target}}/features/predictions/{{baseline}}/{e}.parquet" for e in ("sae", "act", "dact")],
     wildcard_constraints:
-        baseline="nn_all|nn_layer",
+        baseline="(nn_all|nn_layer)(@n[0-9]+)?",
+    params:
+        n_per_layer=lambda wc: split_scaled(wc.baseline)[1],
+        seed=config["seed"],
     log:
         "logs/feature_baseline/{target}/{baseline}.log",
     benchmark:
@@ -120,6 +125,30 @@ rule feature_gold:
         "../envs/introspect.yaml"
     script:
         "../workflow_scripts/feature_baseline.py"
+
+
+rule feature_selfie:
+    """SelfIE: the untrained target reads unit-norm v x each scale at its embedding layer (appendix F.1)."""
+    input:
+        evalsets=expand("results/{{target}}/features/eval/{evalset}.parquet", evalset=["sae", "act", "dact"]),
+        model=lambda wc: model_dir(wc.target),
+    output:
+        [f"results/{{target}}/features/predictions/selfie/{e}.parquet" for e in ("sae", "act", "dact")],
+    params:
+        selfie=lambda wc: selfie_settings(),
+        chat=lambda wc: MODELS[wc.target].instruct,
+        device=config["compute"]["device"],
+    log:
+        "logs/feature_selfie/{target}.log",
+    benchmark:
+        "benchmarks/feature_selfie/{target}.tsv"
+    threads: stage_threads()
+    resources:
+        gpu=stage_gpus("train"),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/feature_selfie.py"
 
 
 rule feature_score:
@@ -154,15 +183,18 @@ rule feature_score:
 rule table1:
     """Explainers and baselines on held-out SAE (judge, simulator), ACT and dACT (simulator): the paper's Table 1."""
     input:
-        [f"results/{config['features']['explain']['target']}/features/scores/{m}.parquet" for m in table1_methods()],
+        [f"results/{feature_tables()['table1']['target']}/features/scores/{m}.parquet" for m in table_methods("table1")],
     output:
         csv="results/table1.csv",
         md="results/table1.md",
     params:
-        methods=table1_methods(),
-        target=config["features"]["explain"]["target"],
+        title="Table 1",
+        methods=table_methods("table1"),
+        metrics=["sae_judge", "sae_simulator", "act_simulator", "dact_simulator"],
+        target=feature_tables()["table1"]["target"],
         judge=config["features"]["explain"]["judge"]["backend"],
         simulator=config["features"]["simulator"]["backend"],
+        selfie_scales=selfie_settings()["scales"],
     log:
         "logs/table1.log",
     benchmark:
@@ -170,4 +202,81 @@ rule table1:
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/table1.py"
+        "../workflow_scripts/feature_table.py"
+
+
+if "table4" in feature_tables():
+
+    rule table4:
+        """A second target's features (paper appendix B.1): the SAE judge column, as the paper's Table 4."""
+        input:
+            [f"results/{feature_tables()['table4']['target']}/features/scores/{m}.parquet"
+             for m in table_methods("table4")],
+        output:
+            csv="results/table4.csv",
+            md="results/table4.md",
+        params:
+            title="Table 4",
+            methods=table_methods("table4"),
+            metrics=["sae_judge"],
+            target=feature_tables()["table4"]["target"],
+            judge=config["features"]["explain"]["judge"]["backend"],
+            simulator=config["features"]["simulator"]["backend"],
+            selfie_scales=selfie_settings()["scales"],
+        log:
+            "logs/table4.log",
+        benchmark:
+            "benchmarks/table4.tsv"
+        conda:
+            "../envs/introspect.yaml"
+        script:
+            "../workflow_scripts/feature_table.py"
+
+
+rule figure6:
+    """Figure 6: each Table 1 run's scores vs its explainer's activation similarity to the target (Table 5)."""
+    input:
+        scores=[f"results/{feature_tables()['table1']['target']}/features/scores/{r}.parquet"
+                for r in feature_tables()["table1"]["runs"]],
+        table5="results/table5.csv",
+    output:
+        png="results/figure6.png",
+        csv="results/figure6.csv",
+    params:
+        kind="similarity",
+        methods=list(feature_tables()["table1"]["runs"]),
+        explainers={r: feature_run(r)["explainer"] for r in feature_tables()["table1"]["runs"]},
+        target=feature_tables()["table1"]["target"],
+    log:
+        "logs/figure6.log",
+    benchmark:
+        "benchmarks/figure6.tsv"
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/feature_figures.py"
+
+
+if scaling():
+
+    rule figure5_7:
+        """Figures 5 and 7: scaling curves (judge on held-out SAE; simulator on SAE, ACT, dACT) over n_train."""
+        input:
+            [f"results/{feature_tables()['table1']['target']}/features/scores/{m}.parquet" for m in scaling_methods()],
+        output:
+            fig5="results/figure5.png",
+            fig7="results/figure7.png",
+            csv="results/figure5_7.csv",
+        params:
+            kind="scaling",
+            methods=scaling_methods(),
+            explainers={r: feature_run(r)["explainer"] for r in scaling().get("runs", [])},
+            target=feature_tables()["table1"]["target"],
+        log:
+            "logs/figure5_7.log",
+        benchmark:
+            "benchmarks/figure5_7.tsv"
+        conda:
+            "../envs/introspect.yaml"
+        script:
+            "../workflow_scripts/feature_figures.py"

@@ -178,12 +178,38 @@ def test_feature_explain_config_errors_name_the_key():
     explain["runs"]["gold"] = {"explainer": "tiny-smollm2"}
     explain["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}
     explain["runs"]["ghost"] = {"explainer": "llama-9000"}
-    explain["target"] = "tiny-gemma3"
+    explain["target"] = "smollm2-135m"
     problems = problems_of(config)
-    assert "features.explain.target: 'tiny-gemma3' is not one of features.targets" in problems
-    assert "features.explain.runs.gold: the name is taken by a baseline; rename the run" in problems
+    assert "features.explain.target: 'smollm2-135m' is not one of features.targets" in problems
+    assert "features.explain.runs.gold: the name is taken by a baseline or a scaling point; rename the run" in problems
     assert "features.explain.runs.ghost.explainer: 'llama-9000' is not a model in the registry" in problems
     config = load()
     config["features"]["explain"]["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}
     assert problems_of(config) == ["features.explain.runs.other-none.projection: none, but tiny-gemma3 (80) and "
                                    "tiny-smollm2 (64) differ in hidden size; use random or pretrained"]
+
+
+def test_table4_and_scaling_config_errors_name_the_key():
+    config = load()
+    explain = config["features"]["explain"]
+    explain["table4"]["runs"]["self-full"] = {"explainer": "tiny-gemma3"}  # Table 1 has a run of that name
+    explain["table4"]["target"] = "gemma3-270m"
+    explain["scaling"]["runs"] = ["self-full", "t4-self"]
+    problems = problems_of(config)
+    assert "features.explain.table4.target: 'gemma3-270m' is not one of features.targets" in problems
+    assert any(p.startswith("features.explain.table4.runs.self-full: Table 1 has a run of the same name") for p in problems)
+    assert "features.explain.scaling.runs[1]: 't4-self' is not one of features.explain.runs" in problems
+    config = load()
+    config["features"]["explain"]["baselines"] = ["nn_all", "random"]
+    config["features"]["explain"]["train"]["vector_norm"] = "tokens"
+    problems = problems_of(config)
+    assert any("features.explain.baselines" in p for p in problems)
+    assert any("vector_norm" in p for p in problems)
+
+
+def test_scaled_names_round_trip():
+    from introspect.config import scaled_name, split_scaled
+
+    assert scaled_name("self-full", 100) == "self-full@n100"
+    assert split_scaled("self-full@n100") == ("self-full", 100)
+    assert split_scaled("nn_all") == ("nn_all", None) and split_scaled("odd@nx") == ("odd@nx", None)

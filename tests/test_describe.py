@@ -103,3 +103,110 @@ def test_per_layer_sample_caps_each_layer():
     sample = per_layer_sample(train, 2, seed=0)
     assert sample.group_by("layer").len().sort("layer").rows() == [(1, 2), (2, 2)]
     assert per_layer_sample(train, 2, seed=0).equals(sample) and per_layer_sample(train, None, 0).equals(train)
+
+
+# ----------------------------------------------------------------------------------------------
+# SelfIE, best-of-candidates scoring, Table 1 marking
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory, smollm2_tokenizer_dir):
+    from introspect.models import load_model
+    from conftest import tiny_llama
+
+    path = tiny_llama(tmp_path_factory.mktemp("selfie") / "tiny", smollm2_tokenizer_dir, n_layers=2)
+    lm, tokenizer, _ = load_model(path)
+    return lm, tokenizer
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_selfie_prompt_is_appendix_f1_with_two_placeholders(tiny_lm, chat):
+    from introspect.explainer import VECTOR_TOKENS
+    from introspect.selfie import selfie_prompt
+
+    _, tokenizer = tiny_lm
+    ids, positions = selfie_prompt(tokenizer, chat)
+    text = tokenizer.decode(ids)
+    slot = VECTOR_TOKENS[1]
+    if chat:
+        assert f"Briefly define the word '{slot}'." in text
+        assert text.rstrip().endswith(f"assistant\nThe meaning of the word '{slot}' is")
+    else:
+        assert text.endswith(f"What is the meaning of the word '{slot}'? The meaning of the word '{slot}' is")
+    assert len(positions) == 2 and all(ids[p] == tokenizer.convert_tokens_to_ids(slot) for p in positions)
+
+
+def test_selfie_writes_unit_norm_v_times_scale_at_every_placeholder(tiny_lm):
+    import torch
+
+    from introspect.selfie import selfie_embeddings, selfie_prompt
+    from introspect.explainer import grow_embeddings
+
+    lm, tokenizer = tiny_lm
+    ids, positions = selfie_prompt(tokenizer, chat=False)
+    grow_embeddings(lm, len(tokenizer))
+    vectors = torch.tensor([[3.0] + [0.0] * 63, [0.0, 4.0] + [0.0] * 62])
+    embeds = selfie_embeddings(lm, ids, positions, vectors, scale=10.0)
+    plain = lm.get_input_embeddings()(torch.tensor([ids]))[0]
+    for row, v in enumerate(vectors):
+        for pos in positions:
+            assert torch.allclose(embeds[row, pos], 10.0 * v / v.norm())
+        others = [i for i in range(len(ids)) if i not in positions]
+        assert torch.equal(embeds[row, others], plain[others])
+
+
+def test_selfie_describes_every_vector_at_every_scale(tiny_lm):
+    import torch
+
+    from introspect.selfie import selfie_describe, selfie_frame
+
+    lm, tokenizer = tiny_lm
+    vectors = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
+    described = selfie_describe(lm, tokenizer, vectors, chat=False, scales=(1, 50), max_new_tokens=3, batch_size=2)
+    assert list(described) == [1.0, 50.0] and all(len(v) == 5 for v in described.values())
+    again = selfie_describe(lm, tokenizer, vectors[3:4], chat=False, scales=(50,), max_new_tokens=3)
+    assert again[50.0] == [described[50.0][3]]  # batching does not change a description
+    items = pl.DataFrame({"item_id": [f"i{k}" for k in range(5)]})
+    frame_ = selfie_frame(items, described)
+    assert frame_.height == 10 and frame_["candidate"].unique(maintain_order=True).to_list() == ["1v", "50v"]
+    with pytest.raises(ValueError, match="hidden size 64"):
+        selfie_describe(lm, tokenizer, torch.zeros(2, 32), chat=False)
+
+
+def test_best_of_candidates_for_judge_and_alignment_checks():
+    from introspect.describe import candidate_texts, judge_best
+
+    class Judge:  # 1.0 when the text equals the expected label, 0.25 otherwise, None for "?"
+        def scores(self, predicted, expected):
+            return [None if p == "?" else (1.0 if p == e else 0.25) for p, e in zip(predicted, expected)]
+
+    items = pl.DataFrame({"item_id": ["a", "b", "c"]})
+    preds = pl.DataFrame({"item_id": ["a", "b", "c", "a", "b", "c"], "prediction": ["x", "y", "?", "cat", "z", "?"],
+                          "candidate": ["1v", "1v", "1v", "5v", "5v", "5v"]})
+    candidates = candidate_texts(items, preds)
+    assert candidates == [["x", "cat"], ["y", "z"], ["?", "?"]]
+    assert judge_best(Judge(), candidates, ["cat", "dog", "eel"]) == [1.0, 0.25, None]
+    with pytest.raises(ValueError, match="exactly the eval set's 4 items"):
+        candidate_texts(pl.DataFrame({"item_id": ["a", "b", "c", "d"]}), preds)
+    with pytest.raises(ValueError, match="exactly"):  # one prediction per item unless candidates are marked
+        candidate_texts(items, preds.drop("candidate"))
+
+
+def test_table1_marks_rows_not_worse_than_the_best_by_paired_t_test():
+    from introspect.describe import table1_frame
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 40)
+    rows = {"self": base + 0.3, "close": base + 0.29 + rng.normal(0, 0.05, 40), "nn": base, "gold": None}
+    parts = []
+    for row, values in rows.items():
+        for metric in ("sae_judge", "sae_simulator") + (() if row == "gold" else ("act_simulator", "dact_simulator")):
+            v = np.ones(40) if values is None else values
+            parts.append(pl.DataFrame({"row": row, "item_id": [f"i{k}" for k in range(40)], "metric": metric,
+                                       "value": v}))
+    table = table1_frame(pl.concat(parts))
+    assert table["row"].to_list() == ["self", "close", "nn", "gold"]
+    judge_best_rows = dict(zip(table["row"], table["sae_judge_best"]))
+    assert judge_best_rows == {"self": False, "close": False, "nn": False, "gold": True}
+    act_best = dict(zip(table["row"], table["act_simulator_best"]))
+    assert act_best["self"] and act_best["close"] and not act_best["nn"] and act_best["gold"] is None
+    assert table.filter(pl.col("row") == "nn")["act_simulator_mean"][0] == pytest.approx(base.mean() * 100)

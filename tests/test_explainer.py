@@ -186,3 +186,18 @@ def test_deepspeed_zero1_steps_on_cpu_and_checkpoint_loads(tiny_dir, tmp_path):
     batch = data.batch([0, 1], ex.tokenizer.pad_token_id)
     with torch.no_grad():
         assert torch.allclose(again(batch), ex(batch), atol=1e-5)
+
+
+def test_vector_norm_rescales_the_placeholder_embedding(tiny_dir):
+    from introspect.explainer import ExplainerSettings, build_explainer, collate, encode
+
+    explainer = build_explainer(tiny_dir, ExplainerSettings(target_hidden=64, layers=(1,), vector_norm="embedding"))
+    rows = explainer.lm.get_input_embeddings().weight.detach()[:-3]  # the three vector tokens were added after the lookup
+    assert explainer.settings.vector_norm == pytest.approx(float(rows.norm(dim=-1).mean()), rel=1e-5)
+    item = encode(explainer.tokenizer, "At layer 1, {vector} encodes", None)
+    v = torch.randn(2, 64, generator=torch.Generator().manual_seed(1))
+    embeds = explainer.embed(collate([item, item], explainer.tokenizer.pad_token_id, v, [1, 1]))
+    placed = embeds[:, item.vector_pos]
+    assert torch.allclose(placed, v / v.norm(dim=-1, keepdim=True) * explainer.settings.vector_norm, atol=1e-5)
+    with pytest.raises(ValueError, match="vector_norm must be"):
+        ExplainerSettings(target_hidden=64, vector_norm="tokens")

@@ -82,15 +82,36 @@ def test_smoke_table1_is_built(smoke_run):
     import polars as pl
 
     table1 = pl.read_csv(smoke_run / "results/table1.csv")
-    assert table1["row"].to_list() == ["self-full", "self-lora", "other-random", "other-pretrained", "nn_all",
-                                       "nn_layer", "gold"]
+    assert table1["row"].to_list() == ["self-full", "self-lora", "other-random", "other-pretrained", "NN-all",
+                                       "NN-layer", "SelfIE best of 2 (tiny-smollm2, untrained)", "gold SAE labels"]
     assert {f"{m}_mean" for m in ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")} <= set(table1.columns)
-    gold = table1.row(6, named=True)
+    gold = table1.row(7, named=True)
     assert gold["sae_judge_mean"] == 100 and gold["act_simulator_mean"] is None  # gold labels: SAE only
     text = (smoke_run / "results/table1.md").read_text()
-    assert "embedding backend" in text and "| gold | **100.0 ± 0.0** |" in text
+    assert "embedding backend" in text and "| gold SAE labels | **100.0 ± 0.0** |" in text
     projection = json.loads((smoke_run / "results/tiny-smollm2/features/projections/tiny-gemma3.json").read_text())
     assert set(projection) == {"1", "2"} and all("r2" in v for v in projection.values())
+    selfie = pl.read_parquet(smoke_run / "results/tiny-smollm2/features/predictions/selfie/sae.parquet")
+    assert selfie["candidate"].unique(maintain_order=True).to_list() == ["1v", "10v"]
+
+
+def test_smoke_table4_and_figures_are_built(smoke_run):
+    import polars as pl
+
+    table4 = pl.read_csv(smoke_run / "results/table4.csv")
+    assert table4["row"].to_list() == ["t4-self", "t4-other", "NN-all", "NN-layer",
+                                       "SelfIE best of 2 (tiny-gemma3, untrained)"]
+    assert "sae_judge_mean" in table4.columns and "act_simulator_mean" not in table4.columns
+    for figure in ("figure5.png", "figure6.png", "figure7.png"):
+        assert (smoke_run / "results" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = pl.read_csv(smoke_run / "results/figure5_7.csv")
+    scaled = curves.filter(pl.col("n_train").is_not_null())
+    assert set(scaled["method"]) == {"self-full", "other-random", "nn_layer"} and set(scaled["n_train"]) == {4, 12}
+    assert curves.filter(pl.col("n_train").is_null())["method"].unique().to_list() == ["selfie"]
+    log = (smoke_run / "logs/feature_train/tiny-smollm2/self-full@n4.log").read_text()
+    assert "4 training features per layer (8 in all)" in log
+    points = pl.read_csv(smoke_run / "results/figure6.csv")
+    assert set(points["run"]) == {"self-full", "self-lora", "other-random", "other-pretrained"}
 
 
 def test_editing_label_settings_reruns_labels_not_activations_or_saes(smoke_run, tmp_path):

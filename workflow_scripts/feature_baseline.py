@@ -2,13 +2,16 @@
 
 import polars as pl
 
-from introspect.describe import nearest_neighbour
+from introspect.config import split_scaled
+from introspect.describe import nearest_neighbour, per_layer_sample
 from introspect.runlog import logged
 from introspect.schemas import read_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    baseline = snakemake.wildcards.get("baseline", "gold")  # noqa: F821
+    baseline, _ = split_scaled(snakemake.wildcards.get("baseline", "gold"))  # noqa: F821
     train = None if baseline == "gold" else read_table(snakemake.input.train, "feature_train")  # noqa: F821
+    if train is not None and snakemake.params.n_per_layer is not None:  # noqa: F821 (a scaling point)
+        train = per_layer_sample(train, snakemake.params.n_per_layer, snakemake.params.seed)  # noqa: F821
     for path, out in zip(snakemake.input.evalsets, snakemake.output):  # noqa: F821
         items = read_table(path, "feature_eval")
         if baseline == "gold":

@@ -3,7 +3,7 @@
 import polars as pl
 import torch
 
-from introspect.describe import EmbeddingJudge, OpenAIJudge, simulator_scores
+from introspect.describe import EmbeddingJudge, OpenAIJudge, candidate_texts, judge_best, simulator_scores
 from introspect.features import make_windows, simulator_from_config
 from introspect.models import resolve_device
 from introspect.runlog import logged
@@ -18,10 +18,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     rows = {"item_id": [], "metric": [], "value": []}
     for evalset, items_path, predictions_path in zip(params.evalsets, inputs.evalsets, inputs.predictions):
         items = read_table(items_path, "feature_eval")
-        predictions = pl.read_parquet(predictions_path)
-        if predictions["item_id"].to_list() != items["item_id"].to_list():
-            raise ValueError(f"{predictions_path} does not describe the items of {items_path}; re-run its rule")
-        texts = predictions["prediction"].to_list()
+        texts = candidate_texts(items, pl.read_parquet(predictions_path), predictions_path)
         rows["item_id"] += items["item_id"].to_list()
         rows["metric"] += [f"{evalset}_simulator"] * items.height
         rows["value"] += simulator_scores(items, texts, windows, simulator, params.n_top)
@@ -33,10 +30,10 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
                                     api_key_env=judge_cfg.get("api_key_env", "OPENAI_API_KEY"))
             else:
                 judge = EmbeddingJudge()
-            judged = judge.scores(texts, items["label"].to_list())
+            judged = judge_best(judge, texts, items["label"].to_list())
             invalid = sum(v is None for v in judged)
             if invalid:
-                log.warning("%d judge replies were invalid; they score 0", invalid)
+                log.warning("%d items had only invalid judge replies; they score 0", invalid)
             rows["item_id"] += items["item_id"].to_list()
             rows["metric"] += ["sae_judge"] * items.height
             rows["value"] += [0.0 if v is None else v for v in judged]

@@ -144,7 +144,8 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     max_train = train.pop("max_train", None)
     train.pop("projection", None)
     tuning = train.pop("tuning")
-    lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings") if k in train}
+    lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings", "vector_norm")
+            if k in train}
     rows = subsample(rows, max_train, seed)
     torch.manual_seed(seed)
     explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=device,

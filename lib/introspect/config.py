@@ -17,6 +17,24 @@ from introspect.models import ModelSpec
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
+#: Feature-description baselines; a run may not take one of these names.
+FEATURE_BASELINES = ("nn_all", "nn_layer", "selfie", "gold")
+SCALE_MARK = "@n"
+
+
+def scaled_name(method: str, n: int) -> str:
+    """The name of a scaling-curve point (Figures 5, 7): `method` trained on / retrieving from `n` features per layer."""
+    return f"{method}{SCALE_MARK}{int(n)}"
+
+
+def split_scaled(name: str) -> tuple[str, int | None]:
+    """(method, n per layer) of a scaling-point name; (name, None) for any other method."""
+    base, mark, n = name.rpartition(SCALE_MARK)
+    if mark and base and n.isdigit():
+        return base, int(n)
+    return name, None
+
+
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every problem found, one per line."""
 
@@ -179,20 +197,18 @@ def _feature_problems(features: dict[str, Any] | None, models: dict[str, Any], p
                 problems.append(f"features.targets.{target}.labels.{key}: required for backend neuronpedia")
     explain = features.get("explain")
     if explain:
-        if explain["target"] not in features["targets"]:
-            problems.append(f"features.explain.target: {explain['target']!r} is not one of features.targets")
-        for name, run in explain["runs"].items():
-            if name in ("nn_all", "nn_layer", "gold"):
-                problems.append(f"features.explain.runs.{name}: the name is taken by a baseline; rename the run")
-            if run["explainer"] not in models:
-                problems.append(f"features.explain.runs.{name}.explainer: {run['explainer']!r} is not a model "
-                                "in the registry")
-            elif (run.get("projection", "auto") == "none" and explain["target"] in models
-                  and models[run["explainer"]]["hidden_size"] != models[explain["target"]]["hidden_size"]):
-                problems.append(f"features.explain.runs.{name}.projection: none, but {run['explainer']} "
-                                f"({models[run['explainer']]['hidden_size']}) and {explain['target']} "
-                                f"({models[explain['target']]['hidden_size']}) differ in hidden size; use random "
-                                "or pretrained")
+        problems += _feature_table_problems("features.explain", explain, features, models)
+        table4 = explain.get("table4")
+        if table4:
+            problems += _feature_table_problems("features.explain.table4", table4, features, models)
+            for name in sorted(set(explain["runs"]) & set(table4["runs"])):
+                problems.append(f"features.explain.table4.runs.{name}: Table 1 has a run of the same name; run "
+                                "names are shared by both tables, rename one")
+        scale = explain.get("scaling")
+        if scale:
+            for i, name in enumerate(scale.get("runs", [])):
+                if name not in explain["runs"]:
+                    problems.append(f"features.explain.scaling.runs[{i}]: {name!r} is not one of features.explain.runs")
     for i, name in enumerate(features["similarity"]["explainers"]):
         if name not in models:
             problems.append(f"features.similarity.explainers[{i}]: {name!r} is not a model in the registry")
@@ -206,6 +222,25 @@ def _feature_problems(features: dict[str, Any] | None, models: dict[str, Any], p
     if not patching:
         problems.append("features: the dACT eval set reuses the counterfactual pairs of the patching section; "
                         "add a patching section")
+    return problems
+
+
+def _feature_table_problems(key: str, section: dict, features: dict, models: dict) -> list[str]:
+    """Cross-references of one feature-description table (Table 1: features.explain; Table 4: its table4)."""
+    problems = []
+    target = section["target"]
+    if target not in features["targets"]:
+        problems.append(f"{key}.target: {target!r} is not one of features.targets")
+    for name, run in section["runs"].items():
+        if name in FEATURE_BASELINES or split_scaled(name)[1] is not None:
+            problems.append(f"{key}.runs.{name}: the name is taken by a baseline or a scaling point; rename the run")
+        if run["explainer"] not in models:
+            problems.append(f"{key}.runs.{name}.explainer: {run['explainer']!r} is not a model in the registry")
+        elif (run.get("projection", "auto") == "none" and target in models
+              and models[run["explainer"]]["hidden_size"] != models[target]["hidden_size"]):
+            problems.append(f"{key}.runs.{name}.projection: none, but {run['explainer']} "
+                            f"({models[run['explainer']]['hidden_size']}) and {target} "
+                            f"({models[target]['hidden_size']}) differ in hidden size; use random or pretrained")
     return problems
 
 

@@ -211,14 +211,19 @@ def per_layer_sample(train: pl.DataFrame, n_per_layer: int | None, seed: int) ->
 
 def train_feature_explainer(train: pl.DataFrame, model_dir: str, out_dir: str, target_hidden: int, projection: str,
                             chat: bool, settings: dict, seed: int, device: str = "cpu",
-                            projection_weights: dict[int, torch.Tensor] | None = None) -> list[float]:
-    """Fine-tune an explainer on (vector, layer, label) rows through the shared path (DESIGN 3.4)."""
+                            projection_weights: dict[int, torch.Tensor] | None = None,
+                            target_model: str | None = None) -> list[float]:
+    """Fine-tune an explainer on (vector, layer, label) rows through the shared path (DESIGN 3.4).
+
+    `target_model` (the target's model folder) is recorded in the checkpoint so that ``introspect describe``
+    can read activations of new text from it."""
     from introspect.causal import fit_explainer
 
     layers = tuple(sorted(set(train["layer"].to_list())))
     return fit_explainer(train, model_dir, out_dir, lambda df, tok: feature_examples(df, tok, chat, seed),
                          {"target_hidden": target_hidden, "layers": layers, "projection": projection, "chat": chat},
-                         settings, seed, device, metadata={"task": "features"}, projection_weights=projection_weights)
+                         settings, seed, device, metadata={"task": "features", "target_model": target_model},
+                         projection_weights=projection_weights)
 
 
 def predict_features(items: pl.DataFrame, explainer_path: str, chat: bool, batch_size: int = 16,
@@ -238,9 +243,10 @@ def predict_features(items: pl.DataFrame, explainer_path: str, chat: bool, batch
 TABLE1_METRICS = ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")
 
 
-def simulator_scores(items: pl.DataFrame, predictions: Sequence[str], windows: pl.DataFrame, simulator,
+def simulator_scores(items: pl.DataFrame, candidates: Sequence[Sequence[str]], windows: pl.DataFrame, simulator,
                      n_top: int) -> list[float]:
-    """Simulator score of each item's predicted description on the item's *check* half of exemplars.
+    """Simulator score of each item's description on the item's *check* half of exemplars (the best of its
+    candidates when it has several, as SelfIE's scales).
 
     The check half (odd ranks of the top and of the random windows; :func:`introspect.features.halves`) is
     used for every method and eval set, because the gold SAE labels were chosen on the even half: scoring
@@ -253,22 +259,48 @@ def simulator_scores(items: pl.DataFrame, predictions: Sequence[str], windows: p
         needed = sorted({int(w) for ids in items["windows"].to_list() for w in ids})
         simulator.prepare([windows["tokens"][w].to_list() for w in needed])
     out = []
-    for prediction, window_ids, acts in zip(predictions, items["windows"].to_list(), items["activations"].to_list()):
+    for texts, window_ids, acts in zip(candidates, items["windows"].to_list(), items["activations"].to_list()):
         ex = to_exemplars(window_ids, acts, windows)
         _, check = halves(n_top, len(ex))
-        score = float(simulator.score_many([prediction or ""], [ex[i] for i in check])[0])
-        out.append(0.0 if math.isnan(score) else abs(score))
+        scores = simulator.score_many([t or "" for t in texts], [ex[i] for i in check])
+        out.append(max(0.0 if math.isnan(float(v)) else abs(float(v)) for v in scores))
     return out
 
 
-def table1_frame(scores: pl.DataFrame, alpha: float = 0.05) -> pl.DataFrame:
+def candidate_texts(items: pl.DataFrame, predictions: pl.DataFrame, source: str = "predictions") -> list[list[str]]:
+    """Each item's candidate descriptions, in item order: one per item for a trained explainer or a baseline,
+    several for SelfIE (one per scale, marked by a ``candidate`` column)."""
+    grouped: dict[str, list[str]] = {}
+    for item_id, text in zip(predictions["item_id"].to_list(), predictions["prediction"].to_list()):
+        grouped.setdefault(item_id, []).append(text)
+    wanted = items["item_id"].to_list()
+    if set(grouped) != set(wanted) or ("candidate" not in predictions.columns and predictions.height != len(wanted)):
+        raise ValueError(f"{source} does not describe exactly the eval set's {len(wanted)} items; re-run its rule")
+    return [grouped[i] for i in wanted]
+
+
+def judge_best(judge, candidates: Sequence[Sequence[str]], expected: Sequence[str]) -> list[float | None]:
+    """Per item, the judge's best score over its candidates (one judge call for all texts); None when every
+    reply for the item was invalid. With one candidate per item this is the judge's score; for SelfIE it is
+    the paper's best-of-5 upper bound."""
+    flat = [t for texts in candidates for t in texts]
+    values = judge.scores(flat, [e for texts, e in zip(candidates, expected) for _ in texts])
+    out, start = [], 0
+    for texts in candidates:
+        valid = [v for v in values[start:start + len(texts)] if v is not None]
+        out.append(max(valid) if valid else None)
+        start += len(texts)
+    return out
+
+
+def table1_frame(scores: pl.DataFrame, alpha: float = 0.05, metrics: Sequence[str] = TABLE1_METRICS) -> pl.DataFrame:
     """Table 1 from long per-item scores (row, item_id, metric, value): mean +- SE x 100 per row and metric,
     best by paired t-test among the rows that have the metric (gold labels have SAE columns only)."""
     from introspect.tables import build_metric_table
 
     rows = list(dict.fromkeys(scores["row"].to_list()))
     table = pl.DataFrame({"row": rows})
-    for metric in TABLE1_METRICS:
+    for metric in metrics:
         part = scores.filter(pl.col("metric") == metric)
         if part.height == 0:
             continue

@@ -47,6 +47,9 @@ class ExplainerSettings:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
     train_embeddings: bool = True  # full tuning: also train the input/output embedding matrices
+    # Rescale Pi_l v to this L2 norm before it is written over [v]: None keeps Pi_l v as it is (the authors' code);
+    # "embedding" is resolved by build_explainer to the mean norm of the explainer's input-embedding rows.
+    vector_norm: float | str | None = None
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
@@ -54,6 +57,10 @@ class ExplainerSettings:
         if self.tuning not in TUNINGS:
             raise ValueError(f"tuning must be one of {TUNINGS}, got {self.tuning!r}")
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+        if isinstance(self.vector_norm, str) and self.vector_norm != "embedding":
+            raise ValueError(f"vector_norm must be a number, 'embedding' or None, got {self.vector_norm!r}")
+        if isinstance(self.vector_norm, (int, float)) and not self.vector_norm > 0:
+            raise ValueError(f"vector_norm must be positive, got {self.vector_norm}")
 
 
 @dataclasses.dataclass
@@ -185,17 +192,24 @@ class VectorExplainer(nn.Module):
         return self.lm.get_input_embeddings().weight.device
 
     def project(self, vectors: torch.Tensor, layers: torch.Tensor) -> torch.Tensor:
-        """Pi_l v for each (v, l) pair; identity when no projection is configured."""
+        """Pi_l v for each (v, l) pair (identity when no projection is configured), rescaled to
+        ``settings.vector_norm`` when one is set."""
         vectors = vectors.to(self.device, self.lm.get_input_embeddings().weight.dtype)
         if not self.projections:
-            return vectors
-        out = torch.empty(vectors.shape[0], self.hidden, dtype=vectors.dtype, device=vectors.device)
-        for layer in layers.unique().tolist():
-            key = str(layer)
-            if key not in self.projections:
-                raise KeyError(f"no projection for target layer {layer}; the explainer has {list(self.projections)}")
-            rows = (layers == layer).nonzero(as_tuple=True)[0]
-            out = out.index_copy(0, rows, self.projections[key](vectors[rows]))
+            out = vectors
+        else:
+            out = torch.empty(vectors.shape[0], self.hidden, dtype=vectors.dtype, device=vectors.device)
+            for layer in layers.unique().tolist():
+                key = str(layer)
+                if key not in self.projections:
+                    raise KeyError(f"no projection for target layer {layer}; the explainer has {list(self.projections)}")
+                rows = (layers == layer).nonzero(as_tuple=True)[0]
+                out = out.index_copy(0, rows, self.projections[key](vectors[rows]))
+        norm = self.settings.vector_norm
+        if norm is not None:
+            if isinstance(norm, str):
+                raise ValueError("vector_norm 'embedding' must be resolved by build_explainer before use")
+            out = out * (norm / out.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         return out
 
     def embed(self, batch: Batch) -> torch.Tensor:
@@ -294,6 +308,10 @@ def build_explainer(model_dir: str | Path, settings: ExplainerSettings, device: 
 
     lm, tokenizer, _ = load_model(model_dir, device=device)
     lm.name_or_path = str(model_dir)
+    if settings.vector_norm == "embedding":
+        norm = float(lm.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
+        log.info("vector_norm 'embedding': Pi_l v rescaled to the mean input-embedding norm %.3f", norm)
+        settings = dataclasses.replace(settings, vector_norm=norm)
     return VectorExplainer(lm, tokenizer, settings, projection_weights).to(device)
 
 
