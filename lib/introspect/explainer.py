@@ -301,6 +301,15 @@ def explanation_loss(logits: torch.Tensor, labels: torch.Tensor, shifted: bool =
     return per_example.mean()
 
 
+@torch.no_grad()
+def mean_embedding_norm(lm, sample: int = 8192) -> float:
+    """Mean norm of what the input-embedding module outputs for (an even sample of) the vocabulary: the module's
+    output, not its weight rows, because some embed scales them (Gemma multiplies by sqrt(hidden))."""
+    embed = lm.get_input_embeddings()
+    ids = torch.linspace(0, embed.num_embeddings - 1, min(sample, embed.num_embeddings)).long()
+    return float(embed(ids.to(embed.weight.device)).float().norm(dim=-1).mean())
+
+
 def build_explainer(model_dir: str | Path, settings: ExplainerSettings, device: str = "cpu",
                     projection_weights: dict[int, torch.Tensor] | None = None) -> VectorExplainer:
     """A fresh explainer around a materialised model folder."""
@@ -309,7 +318,7 @@ def build_explainer(model_dir: str | Path, settings: ExplainerSettings, device: 
     lm, tokenizer, _ = load_model(model_dir, device=device)
     lm.name_or_path = str(model_dir)
     if settings.vector_norm == "embedding":
-        norm = float(lm.get_input_embeddings().weight.detach().float().norm(dim=-1).mean())
+        norm = mean_embedding_norm(lm)
         log.info("vector_norm 'embedding': Pi_l v rescaled to the mean input-embedding norm %.3f", norm)
         settings = dataclasses.replace(settings, vector_norm=norm)
     return VectorExplainer(lm, tokenizer, settings, projection_weights).to(device)
