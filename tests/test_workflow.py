@@ -70,9 +70,11 @@ def test_smoke_feature_ground_truth_is_built(smoke_run):
         assert all(len(w) == 6 for w in items["windows"])  # n_top + n_random exemplars each
     assert (features / "labels_sample.md").read_text().count("## Layer") == 5
     sae = pl.read_csv(smoke_run / "results/features_sae.csv")
-    assert sae.select("target", "layer").rows() == [("tiny-smollm2", 1), ("tiny-smollm2", 2)]
+    assert sae.select("target", "layer").rows() == [("tiny-smollm2", 1), ("tiny-smollm2", 2), ("tiny-gemma3", 0),
+                                                    ("tiny-gemma3", 1)]  # the second target is Table 4's
     assert (sae["l0"] == 8).all() and (sae["fvu"] < 1).all()
     table5 = pl.read_csv(smoke_run / "results/table5.csv")
+    table5 = table5.filter(pl.col("target") == "tiny-smollm2")
     assert table5["explainer"].to_list() == ["tiny-smollm2", "tiny-gemma3"]
     assert table5["dot_product_similarity"][0] == pytest.approx(100, abs=1e-3)  # a model against itself
     assert table5["projection"].to_list() == ["none", "least squares"]  # 64 vs 80 hidden
@@ -122,7 +124,8 @@ def test_editing_label_settings_reruns_labels_not_activations_or_saes(smoke_run,
     dry = run_snakemake(smoke_run, "-n", configfile=edited)
     assert dry.returncode == 0, output_of(dry)
     jobs = planned_jobs(output_of(dry))
-    assert jobs["features_labels"] == 2 and jobs["features_split"] == 1 and jobs["features_sae_table"] == 1
+    # both features targets (Table 1's and Table 4's): 2 layers each
+    assert jobs["features_labels"] == 4 and jobs["features_split"] == 2 and jobs["features_sae_table"] == 1
     assert not {"features_corpus", "features_tokens", "features_activations", "features_sae",
                 "features_exemplars", "features_eval_act", "features_eval_dact"} & set(jobs)
 
@@ -190,7 +193,8 @@ def test_dag_resolves_offline(config, tmp_path):
     # the paper config: Llama-3.1-8B(-Instruct), Llama-3-8B, Qwen3-8B, Llama-3.1-70B, Gemma-2-9B(-it) (Tables 1-7)
     assert jobs["materialise_model"] == (7 if config.endswith("paper.yaml") else 2)
     assert all(jobs[f"table{n}"] == 1 for n in (2, 3, 5, 6, 7))
-    assert jobs.get("table1", 0) == (0 if config == "config.yaml" else 1)
+    assert jobs["table1"] == jobs["figure6"] == jobs["figure5_7"] == 1
+    assert jobs.get("table4", 0) == (0 if config == "config.yaml" else 1)
 
 
 def test_paper_config_plans_hub_downloads_without_gpus(tmp_path):
