@@ -3,7 +3,7 @@
 import dataclasses
 
 from introspect.config import model_specs
-from introspect.config import scaled_name, split_scaled
+from introspect.config import SELFIE_DEFAULTS, scaled_name, split_scaled
 
 MODELS = model_specs(config)
 
@@ -212,8 +212,7 @@ def scaling_methods():
 
 def selfie_settings():
     """SelfIE's scales and generation settings (paper: v, 5v, 10v, 25v, 50v; 25 new tokens)."""
-    defaults = {"scales": [1.0, 5.0, 10.0, 25.0, 50.0], "max_new_tokens": 25, "batch_size": 16}
-    return {**defaults, **feature_explain().get("selfie", {})}
+    return {**SELFIE_DEFAULTS, **feature_explain().get("selfie", {})}
 
 
 def method_eval_sets(method):

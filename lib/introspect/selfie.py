@@ -24,11 +24,12 @@ import torch
 from tqdm import tqdm
 
 from introspect.chat_templates import render_chat
+from introspect.config import SELFIE_DEFAULTS
 from introspect.explainer import VECTOR_TOKENS, add_vector_tokens, grow_embeddings
 
 log = logging.getLogger(__name__)
 
-SCALES = (1.0, 5.0, 10.0, 25.0, 50.0)
+SCALES = tuple(SELFIE_DEFAULTS["scales"])
 BASE_PROMPT = "What is the meaning of the word '{v}'? The meaning of the word '{v}' is"
 CHAT_USER = "Briefly define the word '{v}'."
 CHAT_ANSWER = "The meaning of the word '{v}' is"
@@ -67,7 +68,8 @@ def selfie_embeddings(lm, ids: Sequence[int], positions: Sequence[int], vectors:
 
 @torch.no_grad()
 def selfie_describe(lm, tokenizer, vectors: torch.Tensor, chat: bool, scales: Sequence[float] = SCALES,
-                    max_new_tokens: int = 25, batch_size: int = 16) -> dict[float, list[str]]:
+                    max_new_tokens: int = SELFIE_DEFAULTS["max_new_tokens"],
+                    batch_size: int = SELFIE_DEFAULTS["batch_size"]) -> dict[float, list[str]]:
     """Greedy SelfIE descriptions of every vector at every scale: ``{scale: [description per vector]}``.
 
     The prompt is the same for every vector, so batches need no padding.
