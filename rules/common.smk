@@ -224,5 +224,6 @@ def feature_train_inputs(wc):
     run = feature_run(wc.run)
     inputs = {"train": f"results/{wc.target}/features/train.parquet", "model": model_dir(run["explainer"])}
     if feature_run_projection(wc.run) == "pretrained":
-        inputs["projection"] = f"results/{wc.target}/features/projections/{run['explainer']}.safetensors"
+        align = run.get("align", "depth")
+        inputs["projection"] = f"results/{wc.target}/features/projections/{align}/{run['explainer']}.safetensors"
     return inputs

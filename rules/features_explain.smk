@@ -5,27 +5,31 @@
 
 wildcard_constraints:
     run="|".join(re.escape(r) for r in feature_runs()),
+    align="depth|input",
 
 
 rule feature_projection:
-    """Pi_l per target layer fitted by least squares on aligned corpus activations (pre-trained projection)."""
+    """Pi_l per target layer fitted by least squares on aligned corpus activations (pre-trained projection):
+    onto the explainer layer at the same relative depth (align: depth, the paper's) or onto the explainer's
+    input embedding, where the continuous token is written (align: input)."""
     input:
         explainer=lambda wc: model_dir(wc.explainer),
         activations=lambda wc: expand("results/{{target}}/features/activations/layer{layer}.safetensors",
                                       layer=feature_layers(wc.target)),
         tokens="results/{target}/features/tokens.parquet",
     output:
-        weights="results/{target}/features/projections/{explainer}.safetensors",
-        stats="results/{target}/features/projections/{explainer}.json",
+        weights="results/{target}/features/projections/{align}/{explainer}.safetensors",
+        stats="results/{target}/features/projections/{align}/{explainer}.json",
     params:
         layers=lambda wc: feature_layers(wc.target),
         n_target_layers=lambda wc: MODELS[wc.target].n_layers,
         n_sequences=200,
+        align=lambda wc: wc.align,
         device=config["compute"]["device"],
     log:
-        "logs/feature_projection/{target}/{explainer}.log",
+        "logs/feature_projection/{target}/{align}/{explainer}.log",
     benchmark:
-        "benchmarks/feature_projection/{target}/{explainer}.tsv"
+        "benchmarks/feature_projection/{target}/{align}/{explainer}.tsv"
     threads: stage_threads()
     resources:
         gpu=stage_gpus("features"),

@@ -12,6 +12,7 @@ import transformers
 
 from conftest import tiny_llama
 from introspect.activations import (
+    INPUT_LAYER,
     TOKENS_SCHEMA,
     ActivationError,
     bos_prefix,
@@ -173,6 +174,23 @@ def test_layer_outputs_stops_after_the_deepest_layer(tiny):
     torch.testing.assert_close(out[1][1], reference_hidden(model, [8, 9], 1), atol=1e-5, rtol=1e-5)
     with pytest.raises(ActivationError, match=r"layer\(s\) \[3\]"):
         layer_outputs(model, [[5, 6]], [3], progress=False)
+
+
+def test_layer_outputs_input_layer_is_the_embedding_output(tiny):
+    model, _ = tiny
+    calls = []
+    handle = model.model.layers[0].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        out = layer_outputs(model, [[5, 6, 7], [8, 9]], [INPUT_LAYER], progress=False)
+    finally:
+        handle.remove()
+    assert calls == []  # no block runs when only the input embedding is asked for
+    with torch.no_grad():
+        expected = model.get_input_embeddings()(torch.tensor([8, 9]))
+    torch.testing.assert_close(out[INPUT_LAYER][1], expected)
+    torch.testing.assert_close(out[INPUT_LAYER][1], reference_hidden(model, [8, 9], INPUT_LAYER))
+    with pytest.raises(ActivationError, match=r"layer\(s\) \[-2\]"):
+        layer_outputs(model, [[5, 6]], [-2], progress=False)
 
 
 def test_save_and_load_cache(tiny, tmp_path):

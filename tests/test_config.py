@@ -187,6 +187,10 @@ def test_feature_explain_config_errors_name_the_key():
     config["features"]["explain"]["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}
     assert problems_of(config) == ["features.explain.runs.other-none.projection: none, but tiny-gemma3 (80) and "
                                    "tiny-smollm2 (64) differ in hidden size; use random or pretrained"]
+    config = load()
+    config["features"]["explain"]["runs"]["self-aligned"] = {"explainer": "tiny-smollm2", "align": "input"}
+    assert problems_of(config) == ["features.explain.runs.self-aligned.align: only a pre-trained projection is "
+                                   "aligned; set projection: pretrained or drop align"]
 
 
 def test_table4_and_scaling_config_errors_name_the_key():

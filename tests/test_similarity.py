@@ -8,14 +8,16 @@ import pytest
 import torch
 
 from conftest import tiny_llama
-from introspect.activations import cache_layer, tokenize_corpus
+from introspect.activations import INPUT_LAYER, cache_layer, tokenize_corpus
 from introspect.features import make_windows
 from introspect.models import load_model
 from introspect.similarity import (
     activation_similarity,
     align,
+    aligned_activations,
     apply_projection,
     fit_projection,
+    pretrained_projections,
     r_squared,
     relative_layer,
     table5,
@@ -164,3 +166,21 @@ def test_a_bos_explainer_keeps_its_first_content_token(tiny):
         assert r["tokens"] == tokens.height  # no token is an attention sink: every one is compared
         assert r["dot_mean"] == pytest.approx(1.0, abs=1e-4)
         assert r["pattern_mean"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_projection_aligned_to_the_input_embedding_targets_the_token_embeddings(tiny):
+    model, tokenizer = tiny
+    texts = [" ".join(TEXTS[i:] + TEXTS[:i]) for i in range(4)] * 2
+    tokens, hiddens, _ = setup(model, tokenizer, layers=(1,), texts=texts)
+    seqs = tokens["seq_id"].unique().to_list()
+    pairs, _, rows = aligned_activations(hiddens.__getitem__, tokens, seqs, model, tokenizer, {1: INPUT_LAYER},
+                                         progress=False)
+    h_m, h_e = pairs[1]
+    ids = torch.tensor(tokens["token_id"].to_numpy()[rows])
+    with torch.no_grad():
+        torch.testing.assert_close(h_e, model.get_input_embeddings()(ids).half().float())
+    torch.testing.assert_close(h_m, hiddens[1][torch.from_numpy(rows)].float())
+    weights, stats = pretrained_projections(hiddens.__getitem__, tokens, seqs, model, tokenizer, {1: INPUT_LAYER},
+                                            progress=False)
+    assert weights[1].shape == (64, 64) and stats[1]["explainer_layer"] == INPUT_LAYER
+    assert stats[1]["fit_tokens"] + stats[1]["eval_tokens"] == len(rows)

@@ -91,8 +91,10 @@ def test_smoke_table1_is_built(smoke_run):
     assert gold["sae_judge_mean"] == 100 and gold["act_simulator_mean"] is None  # gold labels: SAE only
     text = (smoke_run / "results/table1.md").read_text()
     assert "embedding backend" in text and "| gold SAE labels | **100.0 ± 0.0** |" in text
-    projection = json.loads((smoke_run / "results/tiny-smollm2/features/projections/tiny-gemma3.json").read_text())
+    projection = json.loads((smoke_run / "results/tiny-smollm2/features/projections/depth/tiny-gemma3.json").read_text())
     assert set(projection) == {"1", "2"} and all("r2" in v for v in projection.values())
+    aligned = json.loads((smoke_run / "results/tiny-smollm2/features/projections/input/tiny-smollm2.json").read_text())
+    assert {v["explainer_layer"] for v in aligned.values()} == {-1}  # self-lora: onto the input embedding
     selfie = pl.read_parquet(smoke_run / "results/tiny-smollm2/features/predictions/selfie/sae.parquet")
     assert selfie["candidate"].unique(maintain_order=True).to_list() == ["1v", "10v"]
 

@@ -1,11 +1,12 @@
-"""Snakemake wrapper: pre-trained projection Pi_l (target -> explainer) per layer, by least squares."""
+"""Snakemake wrapper: pre-trained projection Pi_l (target layer -> explainer layer at the same relative depth, or
+-> the explainer's input embedding) per layer, by least squares."""
 
 import json
 
 import torch
 from safetensors.torch import save_file
 
-from introspect.activations import load_cache
+from introspect.activations import INPUT_LAYER, load_cache
 from introspect.models import load_model, resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table
@@ -18,7 +19,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     paths = dict(zip(params.layers, snakemake.input.activations))  # noqa: F821
     model, tokenizer, _ = load_model(snakemake.input.explainer, device=resolve_device(params.device))  # noqa: F821
     n_explainer = model.config.get_text_config().num_hidden_layers
-    layer_map = {layer: relative_layer(layer, params.n_target_layers, n_explainer) for layer in params.layers}
+    layer_map = {layer: INPUT_LAYER if params.align == "input" else relative_layer(layer, params.n_target_layers,
+                                                                                   n_explainer)
+                 for layer in params.layers}
     train_seqs = tokens.filter(tokens["split"] == "train")["seq_id"].unique(maintain_order=True).to_list()
     weights, stats = pretrained_projections(lambda layer: load_cache(paths[layer], tokens), tokens,
                                             train_seqs[: params.n_sequences], model, tokenizer, layer_map)

@@ -120,20 +120,26 @@ class _Stop(Exception):
     pass
 
 
+INPUT_LAYER = -1  # layer_outputs: the input embedding, where a continuous token is written
+
+
 @torch.no_grad()
 def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16,
                   pad_id: int = 0, progress: bool = True, desc: str = "activations") -> dict[int, list[torch.Tensor]]:
     """Residual stream after each of `layers` for every sequence: {layer: [(len_i, d) float32]}.
 
-    One batched forward per `batch_size` sequences (sorted by length to limit padding), stopped right after
-    the deepest requested layer: the blocks above it are never run.
+    Layer :data:`INPUT_LAYER` (-1) is the input embedding: what the embedding module outputs, the vectors a
+    continuous token is written over (Gemma's sqrt(d) scale included). One batched forward per `batch_size`
+    sequences (sorted by length to limit padding), stopped right after the deepest requested layer: the
+    blocks above it are never run.
     """
     blocks = decoder_layers(model)
     wanted = sorted(set(int(l) for l in layers))
-    bad = [l for l in wanted if not 0 <= l < len(blocks)]
+    bad = [l for l in wanted if not INPUT_LAYER <= l < len(blocks)]
     if bad:
-        raise ActivationError(f"layer(s) {bad} asked for, but the model has layers 0..{len(blocks) - 1}; fix the "
-                              "layers in the config (features.targets.<target>.layers)")
+        raise ActivationError(f"layer(s) {bad} asked for, but the model has layers 0..{len(blocks) - 1} (and "
+                              f"{INPUT_LAYER} = the input embedding); fix the layers in the config "
+                              "(features.targets.<target>.layers)")
     saved: dict[int, torch.Tensor] = {}
 
     def hook(index):
@@ -143,7 +149,8 @@ def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], b
                 raise _Stop
         return save
 
-    handles = [blocks[l].register_forward_hook(hook(l)) for l in wanted]
+    modules = {l: model.get_input_embeddings() if l == INPUT_LAYER else blocks[l] for l in wanted}
+    handles = [modules[l].register_forward_hook(hook(l)) for l in wanted]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out: dict[int, list] = {l: [None] * len(seqs) for l in wanted}
     device = next(model.parameters()).device

@@ -243,6 +243,9 @@ def _feature_table_problems(key: str, section: dict, features: dict, models: dic
             problems.append(f"{key}.runs.{name}.projection: none, but {run['explainer']} "
                             f"({models[run['explainer']]['hidden_size']}) and {target} "
                             f"({models[target]['hidden_size']}) differ in hidden size; use random or pretrained")
+        if "align" in run and run.get("projection") != "pretrained":
+            problems.append(f"{key}.runs.{name}.align: only a pre-trained projection is aligned; set "
+                            f"projection: pretrained or drop align")
     return problems
 
 
