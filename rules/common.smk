@@ -199,6 +199,15 @@ def table_methods(table):
     return list(section["runs"]) + list(section.get("baselines", []))
 
 
+def table_inputs(table):
+    """A feature table's inputs: each method's per-item scores, its held-out SAE descriptions (for the table's
+    distinct-answer and exact-label columns) and the held-out SAE items."""
+    target, methods = feature_tables()[table]["target"], table_methods(table)
+    return {"scores": [f"results/{target}/features/scores/{m}.parquet" for m in methods],
+            "predictions": [f"results/{target}/features/predictions/{m}/sae.parquet" for m in methods],
+            "eval_items": f"results/{target}/features/eval/sae.parquet"}
+
+
 def table1_methods():
     return table_methods("table1")
 

@@ -187,7 +187,7 @@ rule feature_score:
 rule table1:
     """Explainers and baselines on held-out SAE (judge, simulator), ACT and dACT (simulator): the paper's Table 1."""
     input:
-        [f"results/{feature_tables()['table1']['target']}/features/scores/{m}.parquet" for m in table_methods("table1")],
+        **table_inputs("table1"),
     output:
         csv="results/table1.csv",
         md="results/table1.md",
@@ -214,8 +214,7 @@ if "table4" in feature_tables():
     rule table4:
         """A second target's features (paper appendix B.1): the SAE judge column, as the paper's Table 4."""
         input:
-            [f"results/{feature_tables()['table4']['target']}/features/scores/{m}.parquet"
-             for m in table_methods("table4")],
+            **table_inputs("table4"),
         output:
             csv="results/table4.csv",
             md="results/table4.md",

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from introspect.describe import (FEATURE_PROMPTS, JUDGE_EXAMPLES, JUDGE_PROMPT, OpenAIJudge, feature_question,
-                                 nearest_neighbour, parse_rating, rating_score)
+from introspect.describe import (FEATURE_PROMPTS, JUDGE_EXAMPLES, JUDGE_PROMPT, OpenAIJudge, answer_diversity,
+                                 feature_question, nearest_neighbour, parse_rating, rating_score)
 from conftest import REPO
 
 PAPER = REPO.parent / "shared/paper/explain-own-computations.txt"
@@ -210,3 +210,14 @@ def test_table1_marks_rows_not_worse_than_the_best_by_paired_t_test():
     act_best = dict(zip(table["row"], table["act_simulator_best"]))
     assert act_best["self"] and act_best["close"] and not act_best["nn"] and act_best["gold"] is None
     assert table.filter(pl.col("row") == "nn")["act_simulator_mean"][0] == pytest.approx(base.mean() * 100)
+
+
+def test_answer_diversity_counts_distinct_and_exact_answers():
+    items = pl.DataFrame({"item_id": ["a", "b", "c"], "label": ['the word "is"', "numbers", "Python keywords"]})
+    collapsed = pl.DataFrame({"item_id": ["c", "b", "a"], "prediction": ['the word "is"'] * 3})
+    assert answer_diversity(collapsed, items) == {"items": 3, "distinct": 1, "exact": 1}
+    varied = pl.DataFrame({"item_id": ["a", "b", "c", "z"],  # an item outside the eval set is ignored
+                           "prediction": ['The  word "is"', "dates", "python keywords ", "x"]})
+    assert answer_diversity(varied, items) == {"items": 3, "distinct": 3, "exact": 2}
+    with pytest.raises(ValueError, match="1 held-out items have no prediction"):
+        answer_diversity(varied.filter(pl.col("item_id") != "b"), items)

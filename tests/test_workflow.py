@@ -89,6 +89,9 @@ def test_smoke_table1_is_built(smoke_run):
     assert {f"{m}_mean" for m in ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")} <= set(table1.columns)
     gold = table1.row(7, named=True)
     assert gold["sae_judge_mean"] == 100 and gold["act_simulator_mean"] is None  # gold labels: SAE only
+    n_items = pl.read_parquet(smoke_run / "results/tiny-smollm2/features/eval/sae.parquet").height
+    assert gold["sae_exact"] == n_items  # the gold labels are the labels
+    assert table1["sae_distinct"][6] is None and all(n >= 1 for n in table1["sae_distinct"][:6])  # SelfIE: none
     text = (smoke_run / "results/table1.md").read_text()
     assert "embedding backend" in text and "| gold SAE labels | **100.0 ± 0.0** |" in text
     projection = json.loads((smoke_run / "results/tiny-smollm2/features/projections/depth/tiny-gemma3.json").read_text())

@@ -2,6 +2,7 @@
 
 import polars as pl
 
+from introspect.config import FEATURE_BASELINES
 from introspect.figures import plot_scaling, plot_similarity, similarity_points, summarise
 from introspect.runlog import logged
 
@@ -16,7 +17,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
                         f"Figure 6: explaining {params.target}'s features vs activation similarity")
     else:
         labels = {run: f"{run} ({explainer})" for run, explainer in params.explainers.items()}
-        labels |= {"nn_all": "NN-all", "nn_layer": "NN-layer", "selfie": "SelfIE (untrained, best scale)"}
+        labels |= FEATURE_BASELINES | {"selfie": "SelfIE (untrained, best scale)"}
         summary.write_csv(snakemake.output.csv)  # noqa: F821
         plot_scaling(summary, ["sae_judge"], snakemake.output.fig5,  # noqa: F821
                      f"Figure 5: explaining {params.target}'s held-out SAE features", labels)

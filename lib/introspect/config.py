@@ -17,8 +17,9 @@ from introspect.models import ModelSpec
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
-#: Feature-description baselines; a run may not take one of these names.
-FEATURE_BASELINES = ("nn_all", "nn_layer", "selfie", "gold")
+#: Feature-description baselines and their display names in tables and figures; a run may not take one of
+#: these names.
+FEATURE_BASELINES = {"nn_all": "NN-all", "nn_layer": "NN-layer", "selfie": "SelfIE", "gold": "gold SAE labels"}
 SCALE_MARK = "@n"
 #: SelfIE's settings when features.explain.selfie leaves them out (the paper's: v, 5v, 10v, 25v, 50v; 25 tokens).
 SELFIE_DEFAULTS = {"scales": [1.0, 5.0, 10.0, 25.0, 50.0], "max_new_tokens": 25, "batch_size": 16}
