@@ -1,0 +1,81 @@
+"""How often a feature vector, as the explainer would see it at its input, looks like the word it is about.
+
+For every training feature labelled `the word "X"` (X one token, with or without a leading space), take the
+vector written over the placeholder — v itself (identity, the paper's self-explainer) or Pi_l v for each
+projection file given — and ask whether X is the explainer's nearest input-embedding row by cosine. This is
+the measurement behind README "Measured on the default config (Table 1)": SAE decoder directions of
+SmolLM2's layers 8/16 almost never point at their word's embedding, while Pi_l fitted onto the input
+embedding (`align: input`) maps many of them there.
+
+    .venv/bin/python tools/feature_token_check.py results/smollm2-135m/features/train.parquet \
+        resources/models/smollm2-135m \
+        results/smollm2-135m/features/projections/input/smollm2-135m.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import polars as pl
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from introspect.models import load_model  # noqa: E402
+
+WORD_LABEL = re.compile(r'the word "(.+)"')
+
+
+def word_token_ids(tokenizer, label: str) -> set[int]:
+    """The single-token ids of X (as is, and after a space) for a `the word "X"` label; empty otherwise."""
+    match = WORD_LABEL.fullmatch(label)
+    if not match:
+        return set()
+    ids = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in (match.group(1), " " + match.group(1)))
+    return {i[0] for i in ids if len(i) == 1}
+
+
+def nearest_token_hits(vectors: torch.Tensor, wanted: list[set[int]], embeddings: torch.Tensor) -> int:
+    """How many rows of `vectors` have one of their wanted ids as the nearest embedding row by cosine."""
+    unit = embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    nearest = (vectors @ unit.T).argmax(1).tolist()
+    return sum(n in ids for n, ids in zip(nearest, wanted))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("train", help="the target's features/train.parquet (vector, layer, label per feature)")
+    parser.add_argument("explainer", help="the explainer's model folder (its input embeddings are compared)")
+    parser.add_argument("projections", nargs="*", help="projection .safetensors files (one Pi_l per layer)")
+    args = parser.parse_args(argv)
+    model, tokenizer, _ = load_model(args.explainer)
+    embeddings = model.get_input_embeddings().weight.detach().float()
+    train = pl.read_parquet(args.train)
+    maps = {"identity (v as it is)": None} | {p: {int(k): w.float() for k, w in load_file(p).items()}
+                                               for p in args.projections}
+    for layer in sorted(set(train["layer"].to_list())):
+        rows = train.filter(pl.col("layer") == layer)
+        wanted = [word_token_ids(tokenizer, label) for label in rows["label"].to_list()]
+        keep = [i for i, ids in enumerate(wanted) if ids]
+        vectors = torch.from_numpy(rows["vector"].to_numpy().copy()).float()[keep]
+        wanted = [wanted[i] for i in keep]
+        for name, weights in maps.items():
+            if weights is not None and vectors.shape[1] != weights[layer].shape[1]:
+                raise SystemExit(f"{name}: layer {layer}'s projection takes {weights[layer].shape[1]} dimensions, "
+                                 f"the vectors have {vectors.shape[1]}")
+            if weights is None and vectors.shape[1] != embeddings.shape[1]:
+                print(f"layer {layer}: {name}: skipped, the explainer's hidden size differs")
+                continue
+            seen = vectors if weights is None else vectors @ weights[layer].T
+            hits = nearest_token_hits(seen, wanted, embeddings)
+            print(f"layer {layer}: {name}: nearest token = the labelled word for {hits} of {len(keep)} "
+                  f"one-token 'the word' features ({100 * hits / max(len(keep), 1):.1f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
