@@ -5,7 +5,10 @@ vector written over the placeholder — v itself (identity, the paper's self-exp
 projection file given — and ask whether X is the explainer's nearest input-embedding row by cosine. This is
 the measurement behind README "Measured on the default config (Table 1)": SAE decoder directions of
 SmolLM2's layers 8/16 almost never point at their word's embedding, while Pi_l fitted onto the input
-embedding (`align: input`) maps many of them there.
+embedding (`align: input`) maps many of them there. With --copy N, the *untrained* explainer is also asked
+to repeat the word written over a placeholder (`Repeat this word exactly: "<v>". The word is "`, v rescaled
+to the mean token-embedding norm) for N features per layer: how often it answers X says whether the
+vector is readable as that word before any training.
 
     .venv/bin/python tools/feature_token_check.py results/smollm2-135m/features/train.parquet \
         resources/models/smollm2-135m \
@@ -46,11 +49,35 @@ def nearest_token_hits(vectors: torch.Tensor, wanted: list[set[int]], embeddings
     return sum(n in ids for n, ids in zip(nearest, wanted))
 
 
+COPY_PROMPT = ('Repeat this word exactly: "', '". The word is "')
+
+
+@torch.no_grad()
+def copy_hits(model, tokenizer, vectors: torch.Tensor, words: list[str], batch_size: int = 64) -> int:
+    """How often the model, reading each vector at a placeholder, repeats the labelled word (greedy, 4 tokens)."""
+    embed = model.get_input_embeddings()
+    before, after = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in COPY_PROMPT)
+    ids = torch.tensor([before + [0] + after])
+    norm = embed.weight.float().norm(dim=1).mean()
+    hits = 0
+    for start in range(0, len(vectors), batch_size):
+        v = vectors[start:start + batch_size]
+        inputs = embed(ids).repeat(len(v), 1, 1).clone()
+        inputs[:, len(before)] = (v * (norm / v.norm(dim=1, keepdim=True).clamp_min(1e-12))).to(inputs.dtype)
+        out = model.generate(inputs_embeds=inputs, attention_mask=torch.ones(inputs.shape[:2], dtype=torch.long),
+                             max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id or 0)
+        for text, word in zip(tokenizer.batch_decode(out, skip_special_tokens=True), words[start:start + batch_size]):
+            hits += text.split('"')[0].strip().lower() == word.strip().lower()
+    return hits
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("train", help="the target's features/train.parquet (vector, layer, label per feature)")
     parser.add_argument("explainer", help="the explainer's model folder (its input embeddings are compared)")
     parser.add_argument("projections", nargs="*", help="projection .safetensors files (one Pi_l per layer)")
+    parser.add_argument("--copy", type=int, default=0, metavar="N",
+                        help="also test whether the untrained explainer repeats the word, on N features per layer")
     args = parser.parse_args(argv)
     model, tokenizer, _ = load_model(args.explainer)
     embeddings = model.get_input_embeddings().weight.detach().float()
@@ -63,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = [i for i, ids in enumerate(wanted) if ids]
         vectors = torch.from_numpy(rows["vector"].to_numpy().copy()).float()[keep]
         wanted = [wanted[i] for i in keep]
+        words = [WORD_LABEL.fullmatch(rows["label"][i]).group(1) for i in keep]
         for name, weights in maps.items():
             if weights is not None and vectors.shape[1] != weights[layer].shape[1]:
                 raise SystemExit(f"{name}: layer {layer}'s projection takes {weights[layer].shape[1]} dimensions, "
@@ -74,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             hits = nearest_token_hits(seen, wanted, embeddings)
             print(f"layer {layer}: {name}: nearest token = the labelled word for {hits} of {len(keep)} "
                   f"one-token 'the word' features ({100 * hits / max(len(keep), 1):.1f}%)")
+            if args.copy:
+                n = min(args.copy, len(keep))
+                copied = copy_hits(model, tokenizer, seen[:n], words[:n])
+                print(f"layer {layer}: {name}: the untrained explainer repeats the word for {copied} of {n}")
     return 0
 
 
