@@ -49,7 +49,8 @@ def plot_scaling(summary: pl.DataFrame, metrics: Sequence[str], out: str | Path,
     n_train (SelfIE) are drawn as a horizontal line with a SE band."""
     plt = _pyplot()
     labels = labels or {}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    # one panel is narrower than the figure's title: at least 6.4 inches wide
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.4, 4.6 * len(metrics)), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part = summary.filter(pl.col("metric") == metric)
         scaled = part.filter(pl.col("n_train").is_not_null())
@@ -72,7 +73,7 @@ def plot_scaling(summary: pl.DataFrame, metrics: Sequence[str], out: str | Path,
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # nothing (title, legend) cut at the edges
     plt.close(fig)
 
 
@@ -102,7 +103,7 @@ def plot_similarity(points: pl.DataFrame, out: str | Path, title: str) -> None:
     axes[0][1].legend(handles=handles, fontsize=8, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # nothing (title, legend) cut at the edges
     plt.close(fig)
 
 
