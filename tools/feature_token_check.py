@@ -8,7 +8,8 @@ SmolLM2's layers 8/16 almost never point at their word's embedding, while Pi_l f
 embedding (`align: input`) maps many of them there. With --copy N, the *untrained* explainer is also asked
 to repeat the word written over a placeholder (`Repeat this word exactly: "<v>". The word is "`, v rescaled
 to the mean token-embedding norm) for N features per layer: how often it answers X says whether the
-vector is readable as that word before any training.
+vector is readable as that word before any training; the same question with the word's own token embedding
+at the placeholder gives the ceiling.
 
     .venv/bin/python tools/feature_token_check.py results/smollm2-135m/features/train.parquet \
         resources/models/smollm2-135m \
@@ -28,6 +29,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
+from introspect.explainer import mean_embedding_norm  # noqa: E402
 from introspect.models import load_model  # noqa: E402
 
 WORD_LABEL = re.compile(r'the word "(.+)"')
@@ -42,10 +44,9 @@ def word_token_ids(tokenizer, label: str) -> set[int]:
     return {i[0] for i in ids if len(i) == 1}
 
 
-def nearest_token_hits(vectors: torch.Tensor, wanted: list[set[int]], embeddings: torch.Tensor) -> int:
-    """How many rows of `vectors` have one of their wanted ids as the nearest embedding row by cosine."""
-    unit = embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    nearest = (vectors @ unit.T).argmax(1).tolist()
+def nearest_token_hits(vectors: torch.Tensor, wanted: list[set[int]], unit_embeddings: torch.Tensor) -> int:
+    """How many rows of `vectors` have one of their wanted ids as the nearest (unit-norm) embedding row."""
+    nearest = (vectors @ unit_embeddings.T).argmax(1).tolist()
     return sum(n in ids for n, ids in zip(nearest, wanted))
 
 
@@ -58,7 +59,7 @@ def copy_hits(model, tokenizer, vectors: torch.Tensor, words: list[str], batch_s
     embed = model.get_input_embeddings()
     before, after = (tokenizer(t, add_special_tokens=False)["input_ids"] for t in COPY_PROMPT)
     ids = torch.tensor([before + [0] + after])
-    norm = embed.weight.float().norm(dim=1).mean()
+    norm = mean_embedding_norm(model)
     hits = 0
     for start in range(0, len(vectors), batch_size):
         v = vectors[start:start + batch_size]
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     model, tokenizer, _ = load_model(args.explainer)
     embeddings = model.get_input_embeddings().weight.detach().float()
+    unit = embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
     train = pl.read_parquet(args.train)
     maps = {"identity (v as it is)": None} | {p: {int(k): w.float() for k, w in load_file(p).items()}
                                                for p in args.projections}
@@ -99,13 +101,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"layer {layer}: {name}: skipped, the explainer's hidden size differs")
                 continue
             seen = vectors if weights is None else vectors @ weights[layer].T
-            hits = nearest_token_hits(seen, wanted, embeddings)
+            hits = nearest_token_hits(seen, wanted, unit)
             print(f"layer {layer}: {name}: nearest token = the labelled word for {hits} of {len(keep)} "
                   f"one-token 'the word' features ({100 * hits / max(len(keep), 1):.1f}%)")
             if args.copy:
                 n = min(args.copy, len(keep))
                 copied = copy_hits(model, tokenizer, seen[:n], words[:n])
                 print(f"layer {layer}: {name}: the untrained explainer repeats the word for {copied} of {n}")
+        if args.copy:
+            n = min(args.copy, len(keep))
+            own = embeddings[[min(ids) for ids in wanted[:n]]]
+            print(f"layer {layer}: the word's own token embedding instead: repeated for "
+                  f"{copy_hits(model, tokenizer, own, words[:n])} of {n}")
     return 0
 
 

@@ -306,8 +306,8 @@ def answer_diversity(predictions: pl.DataFrame, items: pl.DataFrame) -> dict[str
     if missing:
         raise ValueError(f"{len(missing)} held-out items have no prediction (e.g. {sorted(missing)[0]}); rebuild "
                          "the method's predictions")
-    texts = [norm(t) for t in answers.filter(pl.col("item_id").is_in(list(gold)))["prediction"].to_list()]
-    ids = answers.filter(pl.col("item_id").is_in(list(gold)))["item_id"].to_list()
+    answers = answers.filter(pl.col("item_id").is_in(list(gold)))
+    ids, texts = answers["item_id"].to_list(), [norm(t) for t in answers["prediction"].to_list()]
     return {"items": len(ids), "distinct": len(set(texts)),
             "exact": sum(t == norm(gold[i]) for i, t in zip(ids, texts))}
 
