@@ -52,7 +52,7 @@ rule feature_train:
         target_hidden=lambda wc: MODELS[wc.target].hidden_size,
         target_model=lambda wc: model_dir(wc.target),
         chat=lambda wc: feature_chat(wc.run),
-        seed=config["seed"],
+        seed=lambda wc: feature_run(wc.run).get("seed", config["seed"]),
         device=config["compute"]["device"],
     log:
         "logs/feature_train/{target}/{run}.log",

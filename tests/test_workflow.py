@@ -135,6 +135,21 @@ def test_editing_label_settings_reruns_labels_not_activations_or_saes(smoke_run,
                 "features_exemplars", "features_eval_act", "features_eval_dact"} & set(jobs)
 
 
+def test_a_run_seed_retrains_that_run_only(smoke_run, tmp_path):
+    def edit(config):
+        config["features"]["explain"]["runs"]["self-full"]["seed"] = 1
+
+    edited = write_config(tmp_path / "edited.yaml", SMOKE, edit)
+    dry = run_snakemake(smoke_run, "-n", configfile=edited)
+    assert dry.returncode == 0, output_of(dry)
+    jobs = planned_jobs(output_of(dry))
+    # self-full (Table 1) and its scaling points self-full@n4, @n12; their predictions and scores; the tables
+    assert jobs["feature_train"] == jobs["feature_predict"] == 3, jobs
+    assert "output: results/tiny-smollm2/features/explainers/self-full" in output_of(dry)
+    assert "explainers/self-lora" not in output_of(dry) and "feature_baseline" not in jobs
+    assert "Params have changed" in output_of(dry)
+
+
 def test_smoke_targets_are_built(smoke_run):
     for name, layers, hidden, arch in [("tiny-smollm2", 4, 64, "llama"), ("tiny-gemma3", 2, 80, "gemma3_text")]:
         info = json.loads((smoke_run / "resources/models" / name / "introspect.json").read_text())
