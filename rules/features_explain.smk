@@ -53,6 +53,7 @@ rule feature_train:
         target_model=lambda wc: model_dir(wc.target),
         chat=lambda wc: feature_chat(wc.run),
         seed=lambda wc: feature_run(wc.run).get("seed", config["seed"]),
+        sample_seed=config["seed"],  # a scaling point's features: the same as the NN baselines' at that n
         device=config["compute"]["device"],
     log:
         "logs/feature_train/{target}/{run}.log",

@@ -13,7 +13,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     train = read_table(snakemake.input.train, "feature_train")  # noqa: F821
     if params.n_per_layer is not None:  # a scaling point of Figures 5 and 7
-        train = per_layer_sample(train, params.n_per_layer, params.seed)
+        train = per_layer_sample(train, params.n_per_layer, params.sample_seed)
         log.info("scaling point: %d training features per layer (%d in all)", params.n_per_layer, train.height)
     weights = None
     if params.projection == "pretrained":
