@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
 
 # The library lives in lib/introspect. It is pip-installed in the project's .venv; putting it on the
 # path here as well lets a job find it in any environment (a conda env on a cluster, a SLURM job).
@@ -18,6 +21,10 @@ from introspect.config import ConfigError, check_config
 
 
 configfile: "config.yaml"
+
+
+# `snakemake --report report.html` after a run: every table and figure with its caption (report/*.rst).
+report: "report/workflow.rst"
 
 
 try:

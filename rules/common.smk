@@ -3,7 +3,9 @@
 import dataclasses
 
 from introspect.config import model_specs
-from introspect.config import SELFIE_DEFAULTS, scaled_name, split_scaled
+from introspect.config import SELFIE_DEFAULTS
+from introspect.provenance import code_hash
+from introspect.names import scaled_name, split_scaled
 
 MODELS = model_specs(config)
 
@@ -75,7 +77,7 @@ def patching_target(name):
 
 def patching_chunks(name):
     """The layer blocks of a target: explicit `chunks`, else n_chunks equal contiguous blocks."""
-    from introspect.patching import layer_chunks
+    from introspect.groundtruth.patching import layer_chunks
 
     entry = patching_target(name)
     if "chunks" in entry:
@@ -236,3 +238,9 @@ def feature_train_inputs(wc):
         align = run.get("align", "depth")
         inputs["projection"] = f"results/{wc.target}/features/projections/{align}/{run['explainer']}.safetensors"
     return inputs
+
+
+def library_code(script):
+    """Hash of the library code that workflow_scripts/<script>.py can run (introspect.provenance), as a param:
+    editing a library module re-runs exactly the jobs whose scripts import it."""
+    return code_hash(Path(workflow.basedir) / "workflow_scripts" / f"{script}.py", Path(workflow.basedir) / "lib")

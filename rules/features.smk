@@ -7,12 +7,19 @@ wildcard_constraints:
     layer=r"\d+",
 
 
+# Tables take seconds: they run in the main process, never as cluster jobs.
+localrules:
+    table5,
+    features_sae_table,
+
+
 rule features_corpus:
     """Collect the documents (builtin prose, the user's files or a hub dataset) and split train/eval."""
     output:
         corpus="results/features/corpus.parquet",
         stats="results/features/corpus_stats.json",
     params:
+        code=library_code("features_corpus"),
         corpus=config["features"]["corpus"],
         seed=config["seed"],
     log:
@@ -33,6 +40,7 @@ rule features_tokens:
     output:
         "results/{target}/features/tokens.parquet",
     params:
+        code=library_code("features_tokens"),
         seq_len=config["features"]["activations"]["seq_len"],
         max_tokens=config["features"]["activations"]["max_tokens"],
     log:
@@ -53,6 +61,7 @@ rule features_activations:
     output:
         "results/{target}/features/activations/layer{layer}.safetensors",
     params:
+        code=library_code("features_activations"),
         batch_size=config["features"]["activations"]["batch_size"],
         device=config["compute"]["device"],
     log:
@@ -78,6 +87,7 @@ rule features_sae:
         features="results/{target}/features/sae/layer{layer}.parquet",
         stats="results/{target}/features/sae/layer{layer}.json",
     params:
+        code=library_code("features_sae"),
         sae=lambda wc: feature_setting(wc.target, "sae"),
         seed=config["seed"],
         device=config["compute"]["device"],
@@ -104,6 +114,7 @@ rule features_exemplars:
         exemplars="results/{target}/features/exemplars/layer{layer}.parquet",
         stats="results/{target}/features/exemplars/layer{layer}.json",
     params:
+        code=library_code("features_exemplars"),
         exemplars=config["features"]["exemplars"],
         seed=config["seed"],
     log:
@@ -126,6 +137,7 @@ rule features_labels:
         labels="results/{target}/features/labels/layer{layer}.parquet",
         stats="results/{target}/features/labels/layer{layer}.json",
     params:
+        code=library_code("features_labels"),
         labels=lambda wc: feature_setting(wc.target, "labels"),
         simulator=config["features"]["simulator"],
         width=config["features"]["exemplars"]["width"],
@@ -162,6 +174,7 @@ rule features_split:
         sample="results/{target}/features/labels_sample.md",
         stats="results/{target}/features/split.json",
     params:
+        code=library_code("features_split"),
         split=config["features"]["split"],
         width=config["features"]["exemplars"]["width"],
         seed=config["seed"],
@@ -184,6 +197,7 @@ rule features_eval_act:
     output:
         "results/{target}/features/eval/act.parquet",
     params:
+        code=library_code("features_eval_act"),
         layers=lambda wc: feature_layers(wc.target),
         n=config["features"]["eval"]["n_act"],
         exemplars=config["features"]["exemplars"],
@@ -210,6 +224,7 @@ rule features_eval_dact:
     output:
         "results/{target}/features/eval/dact.parquet",
     params:
+        code=library_code("features_eval_dact"),
         layers=lambda wc: feature_layers(wc.target),
         n=config["features"]["eval"]["n_dact"],
         exemplars=config["features"]["exemplars"],
@@ -239,6 +254,7 @@ rule features_similarity:
     output:
         "results/{target}/features/similarity/{explainer}.json",
     params:
+        code=library_code("features_similarity"),
         layers=lambda wc: feature_layers(wc.target),
         n_target_layers=lambda wc: MODELS[wc.target].n_layers,
         same_model=lambda wc: wc.target == wc.explainer,
@@ -266,6 +282,10 @@ rule table5:
     output:
         csv="results/table5.csv",
         md="results/table5.md",
+        html=report("results/table5.html", caption="../report/table5.rst",
+                    category="Feature descriptions"),
+    params:
+        code=library_code("table5"),
     log:
         "logs/table5.log",
     benchmark:
@@ -286,7 +306,10 @@ rule features_sae_table:
     output:
         csv="results/features_sae.csv",
         md="results/features_sae.md",
+        html=report("results/features_sae.html", caption="../report/features_sae.rst",
+                    category="Feature descriptions"),
     params:
+        code=library_code("features_sae_table"),
         rows=[(t, l) for t in feature_targets() for l in feature_layers(t)],
     log:
         "logs/features_sae_table.log",

@@ -8,7 +8,13 @@ wildcard_constraints:
     align="depth|input",
 
 
-rule feature_projection:
+# Tables and figures take seconds: they run in the main process, never as cluster jobs.
+localrules:
+    table1,
+    figure6,
+
+
+rule features_projection:
     """Pi_l per target layer fitted by least squares on aligned corpus activations (pre-trained projection):
     onto the explainer layer at the same relative depth (align: depth, the paper's) or onto the explainer's
     input embedding, where the continuous token is written (align: input)."""
@@ -21,31 +27,33 @@ rule feature_projection:
         weights="results/{target}/features/projections/{align}/{explainer}.safetensors",
         stats="results/{target}/features/projections/{align}/{explainer}.json",
     params:
+        code=library_code("features_projection"),
         layers=lambda wc: feature_layers(wc.target),
         n_target_layers=lambda wc: MODELS[wc.target].n_layers,
         n_sequences=200,
         align=lambda wc: wc.align,
         device=config["compute"]["device"],
     log:
-        "logs/feature_projection/{target}/{align}/{explainer}.log",
+        "logs/features_projection/{target}/{align}/{explainer}.log",
     benchmark:
-        "benchmarks/feature_projection/{target}/{align}/{explainer}.tsv"
+        "benchmarks/features_projection/{target}/{align}/{explainer}.tsv"
     threads: stage_threads()
     resources:
         gpu=stage_gpus("features"),
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_projection.py"
+        "../workflow_scripts/features_projection.py"
 
 
-rule feature_train:
+rule features_train:
     """Fine-tune one explainer run on the training features (appendix D prompts, continuous token)."""
     input:
         unpack(feature_train_inputs),
     output:
         directory("results/{target}/features/explainers/{run}"),
     params:
+        code=library_code("features_train"),
         train=lambda wc: feature_run_train(wc.run),
         n_per_layer=lambda wc: split_scaled(wc.run)[1],
         projection=lambda wc: feature_run_projection(wc.run),
@@ -56,19 +64,19 @@ rule feature_train:
         sample_seed=config["seed"],  # a scaling point's features: the same as the NN baselines' at that n
         device=config["compute"]["device"],
     log:
-        "logs/feature_train/{target}/{run}.log",
+        "logs/features_train/{target}/{run}.log",
     benchmark:
-        "benchmarks/feature_train/{target}/{run}.tsv"
+        "benchmarks/features_train/{target}/{run}.tsv"
     threads: stage_threads()
     resources:
         gpu=stage_gpus("train"),
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_train.py"
+        "../workflow_scripts/features_train.py"
 
 
-rule feature_predict:
+rule features_predict:
     """Describe every vector of the three eval sets with one trained explainer (greedy; the model loads once)."""
     input:
         evalsets=lambda wc: expand("results/{{target}}/features/eval/{evalset}.parquet",
@@ -77,24 +85,25 @@ rule feature_predict:
     output:
         [f"results/{{target}}/features/predictions/{{run}}/{e}.parquet" for e in ("sae", "act", "dact")],
     params:
+        code=library_code("features_predict"),
         eval=config["features"]["explain"]["eval"],
         chat=lambda wc: feature_chat(wc.run),
         seed=config["seed"],
         device=config["compute"]["device"],
     log:
-        "logs/feature_predict/{target}/{run}.log",
+        "logs/features_predict/{target}/{run}.log",
     benchmark:
-        "benchmarks/feature_predict/{target}/{run}.tsv"
+        "benchmarks/features_predict/{target}/{run}.tsv"
     threads: stage_threads()
     resources:
         gpu=stage_gpus("train"),
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_predict.py"
+        "../workflow_scripts/features_predict.py"
 
 
-rule feature_baseline:
+rule features_baseline:
     """Nearest-neighbour (all layers / same layer) descriptions of the three eval sets."""
     input:
         evalsets=expand("results/{{target}}/features/eval/{evalset}.parquet", evalset=["sae", "act", "dact"]),
@@ -104,35 +113,38 @@ rule feature_baseline:
     wildcard_constraints:
         baseline="(nn_all|nn_layer)(@n[0-9]+)?",
     params:
+        code=library_code("features_baseline"),
         n_per_layer=lambda wc: split_scaled(wc.baseline)[1],
         seed=config["seed"],
     log:
-        "logs/feature_baseline/{target}/{baseline}.log",
+        "logs/features_baseline/{target}/{baseline}.log",
     benchmark:
-        "benchmarks/feature_baseline/{target}/{baseline}.tsv"
+        "benchmarks/features_baseline/{target}/{baseline}.tsv"
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_baseline.py"
+        "../workflow_scripts/features_baseline.py"
 
 
-rule feature_gold:
+rule features_gold:
     """The gold SAE labels of the held-out features, as a method's descriptions."""
     input:
         evalsets=["results/{target}/features/eval/sae.parquet"],
     output:
         ["results/{target}/features/predictions/gold/sae.parquet"],
+    params:
+        code=library_code("features_baseline"),
     log:
-        "logs/feature_baseline/{target}/gold.log",
+        "logs/features_gold/{target}.log",
     benchmark:
-        "benchmarks/feature_baseline/{target}/gold.tsv"
+        "benchmarks/features_gold/{target}.tsv"
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_baseline.py"
+        "../workflow_scripts/features_baseline.py"
 
 
-rule feature_selfie:
+rule features_selfie:
     """SelfIE: the untrained target reads unit-norm v x each scale at its embedding layer (appendix F.1)."""
     input:
         evalsets=expand("results/{{target}}/features/eval/{evalset}.parquet", evalset=["sae", "act", "dact"]),
@@ -140,23 +152,24 @@ rule feature_selfie:
     output:
         [f"results/{{target}}/features/predictions/selfie/{e}.parquet" for e in ("sae", "act", "dact")],
     params:
+        code=library_code("features_selfie"),
         selfie=lambda wc: selfie_settings(),
         chat=lambda wc: MODELS[wc.target].instruct,
         device=config["compute"]["device"],
     log:
-        "logs/feature_selfie/{target}.log",
+        "logs/features_selfie/{target}.log",
     benchmark:
-        "benchmarks/feature_selfie/{target}.tsv"
+        "benchmarks/features_selfie/{target}.tsv"
     threads: stage_threads()
     resources:
         gpu=stage_gpus("train"),
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_selfie.py"
+        "../workflow_scripts/features_selfie.py"
 
 
-rule feature_score:
+rule features_score:
     """Simulator scores (check half of each item's exemplars) and, on held-out SAE features, the LM judge."""
     input:
         evalsets=lambda wc: expand("results/{{target}}/features/eval/{evalset}.parquet",
@@ -167,6 +180,7 @@ rule feature_score:
     output:
         "results/{target}/features/scores/{method}.parquet",
     params:
+        code=library_code("features_score"),
         evalsets=lambda wc: method_eval_sets(wc.method),
         simulator=config["features"]["simulator"],
         judge=config["features"]["explain"]["judge"],
@@ -175,14 +189,14 @@ rule feature_score:
         cache_dir="resources/cache",
         device=config["compute"]["device"],
     log:
-        "logs/feature_score/{target}/{method}.log",
+        "logs/features_score/{target}/{method}.log",
     benchmark:
-        "benchmarks/feature_score/{target}/{method}.tsv"
+        "benchmarks/features_score/{target}/{method}.tsv"
     threads: stage_threads()
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_score.py"
+        "../workflow_scripts/features_score.py"
 
 
 rule table1:
@@ -192,7 +206,10 @@ rule table1:
     output:
         csv="results/table1.csv",
         md="results/table1.md",
+        html=report("results/table1.html", caption="../report/table1.rst",
+                    category="Feature descriptions"),
     params:
+        code=library_code("table1_4"),
         title="Table 1",
         methods=table_methods("table1"),
         metrics=["sae_judge", "sae_simulator", "act_simulator", "dact_simulator"],
@@ -207,10 +224,13 @@ rule table1:
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_table.py"
+        "../workflow_scripts/table1_4.py"
 
 
 if "table4" in feature_tables():
+
+    localrules:
+        table4,
 
     rule table4:
         """A second target's features (paper appendix B.1): the SAE judge column, as the paper's Table 4."""
@@ -219,7 +239,10 @@ if "table4" in feature_tables():
         output:
             csv="results/table4.csv",
             md="results/table4.md",
+            html=report("results/table4.html", caption="../report/table4.rst",
+                        category="Feature descriptions"),
         params:
+            code=library_code("table1_4"),
             title="Table 4",
             methods=table_methods("table4"),
             metrics=["sae_judge"],
@@ -234,7 +257,7 @@ if "table4" in feature_tables():
         conda:
             "../envs/introspect.yaml"
         script:
-            "../workflow_scripts/feature_table.py"
+            "../workflow_scripts/table1_4.py"
 
 
 rule figure6:
@@ -244,10 +267,10 @@ rule figure6:
                 for r in feature_tables()["table1"]["runs"]],
         table5="results/table5.csv",
     output:
-        png="results/figure6.png",
+        png=report("results/figure6.png", caption="../report/figure6.rst", category="Feature descriptions"),
         csv="results/figure6.csv",
     params:
-        kind="similarity",
+        code=library_code("figure6"),
         methods=list(feature_tables()["table1"]["runs"]),
         explainers={r: feature_run(r)["explainer"] for r in feature_tables()["table1"]["runs"]},
         target=feature_tables()["table1"]["target"],
@@ -258,21 +281,24 @@ rule figure6:
     conda:
         "../envs/introspect.yaml"
     script:
-        "../workflow_scripts/feature_figures.py"
+        "../workflow_scripts/figure6.py"
 
 
 if scaling():
+
+    localrules:
+        figure5_7,
 
     rule figure5_7:
         """Figures 5 and 7: scaling curves (judge on held-out SAE; simulator on SAE, ACT, dACT) over n_train."""
         input:
             [f"results/{feature_tables()['table1']['target']}/features/scores/{m}.parquet" for m in scaling_methods()],
         output:
-            fig5="results/figure5.png",
-            fig7="results/figure7.png",
+            fig5=report("results/figure5.png", caption="../report/figure5.rst", category="Feature descriptions"),
+            fig7=report("results/figure7.png", caption="../report/figure7.rst", category="Feature descriptions"),
             csv="results/figure5_7.csv",
         params:
-            kind="scaling",
+            code=library_code("figure5_7"),
             methods=scaling_methods(),
             explainers={r: feature_run(r)["explainer"] for r in scaling().get("runs", [])},
             target=feature_tables()["table1"]["target"],
@@ -283,4 +309,4 @@ if scaling():
         conda:
             "../envs/introspect.yaml"
         script:
-            "../workflow_scripts/feature_figures.py"
+            "../workflow_scripts/figure5_7.py"

@@ -2,11 +2,17 @@
 # questions -> target runs with and without a hint -> balanced dataset -> Table 7; train -> predict -> Table 3.
 
 
+# Tables take seconds: they run in the main process, never as cluster jobs.
+localrules:
+    table7,
+
+
 rule hints_questions:
     """Collect the multiple-choice questions (builtin generator, MMLU files or the hub)."""
     output:
         "results/hints/questions.parquet",
     params:
+        code=library_code("hints_questions"),
         questions=config["hints"]["questions"],
         seed=config["seed"],
     log:
@@ -28,6 +34,7 @@ rule hints_run:
         runs="results/hints/{target}/runs.parquet",
         stats="results/hints/{target}/run_stats.json",
     params:
+        code=library_code("hints_run"),
         hint_format=lambda wc: config["hints"]["targets"][wc.target]["hint_format"],
         chat=lambda wc: config["hints"]["targets"][wc.target].get("chat", True),
         batch_size=config["hints"]["batch_size"],
@@ -53,6 +60,7 @@ rule hints_dataset:
     output:
         "results/hints/{target}/dataset.parquet",
     params:
+        code=library_code("hints_dataset"),
         balance=config["hints"]["balance"],
         seed=config["seed"],
     log:
@@ -72,7 +80,10 @@ rule table7:
     output:
         csv="results/table7.csv",
         md="results/table7.md",
+        html=report("results/table7.html", caption="../report/table7.rst",
+                    category="Input ablation"),
     params:
+        code=library_code("table7"),
         targets=hint_targets(),
     log:
         "logs/table7.log",

@@ -1,6 +1,11 @@
 # Explainers of input-ablation outcomes (paper section 5.2): train -> predict -> Table 3.
 
 
+# Tables take seconds: they run in the main process, never as cluster jobs.
+localrules:
+    table3,
+
+
 rule hints_train:
     """Fine-tune an explainer on one target's hint outcomes (appendix D prompt; text only, no vector)."""
     input:
@@ -9,6 +14,7 @@ rule hints_train:
     output:
         directory("results/hints/{target}/explainers/{explainer}/{variant}"),
     params:
+        code=library_code("hints_train"),
         train=config["hints"]["explain"]["train"],
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
@@ -36,6 +42,7 @@ rule hints_predict:
     output:
         "results/hints/{target}/predictions/{explainer}/{variant}.parquet",
     params:
+        code=library_code("hints_predict"),
         eval=config["hints"]["explain"]["eval"],
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
@@ -60,7 +67,10 @@ rule table3:
     output:
         csv="results/table3.csv",
         md="results/table3.md",
+        html=report("results/table3.html", caption="../report/table3.rst",
+                    category="Input ablation"),
     params:
+        code=library_code("table3"),
         rows=explain_rows("hints"),
     log:
         "logs/table3.log",

@@ -1,4 +1,4 @@
-# Model materialisation: every registry entry becomes an HF folder under resources/ (DESIGN section 2).
+# Model materialisation: every registry entry becomes an HF folder under resources/.
 
 
 rule materialise_tokenizer:
@@ -6,6 +6,7 @@ rule materialise_tokenizer:
     output:
         directory("resources/tokenizers/{model}"),
     params:
+        code=library_code("materialise_tokenizer"),
         spec=lambda wc: tokenizer_spec(wc.model),
     log:
         "logs/materialise_tokenizer/{model}.log",
@@ -24,6 +25,7 @@ rule materialise_model:
     output:
         directory("resources/models/{model}"),
     params:
+        code=library_code("materialise_model"),
         spec=lambda wc: model_spec(wc.model),
         check_prompt=config["materialise"]["check_prompt"],
         logits_atol=config["materialise"]["logits_atol"],

@@ -1,11 +1,17 @@
 # Activation patching ground truth (paper section 2.3, appendix E.2): pairs -> sweep -> balanced dataset -> Table 6.
 
 
+# Tables take seconds: they run in the main process, never as cluster jobs.
+localrules:
+    table6,
+
+
 rule patching_pairs:
     """Draw counterfactual pairs (x, x') that share a relation and their answer options."""
     output:
         "results/patching/pairs.parquet",
     params:
+        code=library_code("patching_pairs"),
         facts=config["patching"]["facts"],
         n_pairs=config["patching"]["n_pairs"],
         n_options=config["patching"]["n_options"],
@@ -29,6 +35,7 @@ rule patching_sweep:
         sweep="results/patching/{target}/sweep.parquet",
         stats="results/patching/{target}/sweep_stats.json",
     params:
+        code=library_code("patching_sweep"),
         prompt_format=lambda wc: patching_target(wc.target)["prompt_format"],
         chat=lambda wc: patching_target(wc.target)["chat"],
         prefix=lambda wc: patching_target(wc.target).get("prefix", ""),
@@ -57,6 +64,7 @@ rule patching_dataset:
     output:
         "results/patching/{target}/dataset.parquet",
     params:
+        code=library_code("patching_dataset"),
         balance=config["patching"]["balance"],
         seed=config["seed"],
     log:
@@ -76,7 +84,10 @@ rule table6:
     output:
         csv="results/table6.csv",
         md="results/table6.md",
+        html=report("results/table6.html", caption="../report/table6.rst",
+                    category="Activation patching"),
     params:
+        code=library_code("table6"),
         targets=patching_targets(),
     log:
         "logs/table6.log",

@@ -1,6 +1,11 @@
 # Explainers of activation-patching outcomes (paper section 5.1): train -> predict -> Table 2.
 
 
+# Tables take seconds: they run in the main process, never as cluster jobs.
+localrules:
+    table2,
+
+
 rule patching_train:
     """Fine-tune an explainer on one target's patching outcomes (appendix D prompts, continuous token)."""
     input:
@@ -9,6 +14,7 @@ rule patching_train:
     output:
         directory("results/patching/{target}/explainers/{explainer}/{variant}"),
     params:
+        code=library_code("patching_train"),
         train=config["patching"]["explain"]["train"],
         projection=lambda wc: explainer_projection(
             wc.target, wc.explainer, config["patching"]["explain"]["train"].get("projection", "auto")
@@ -40,6 +46,7 @@ rule patching_predict:
     output:
         "results/patching/{target}/predictions/{explainer}/{variant}.parquet",
     params:
+        code=library_code("patching_predict"),
         eval=config["patching"]["explain"]["eval"],
         target_hidden=lambda wc: MODELS[wc.target].hidden_size,
         chat=lambda wc: MODELS[wc.explainer].instruct,
@@ -67,7 +74,10 @@ rule table2:
     output:
         csv="results/table2.csv",
         md="results/table2.md",
+        html=report("results/table2.html", caption="../report/table2.rst",
+                    category="Activation patching"),
     params:
+        code=library_code("table2"),
         rows=explain_rows("patching"),
     log:
         "logs/table2.log",

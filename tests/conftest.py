@@ -59,7 +59,7 @@ def smoke_run(tmp_path_factory) -> Path:
 def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's real tokenizer (with its chat template), read from the shipped GGUF."""
     from introspect.config import model_specs
-    from introspect.models import materialise_tokenizer
+    from introspect.models.materialise import materialise_tokenizer
 
     specs = model_specs(yaml.safe_load(SMOKE.read_text()))
     return materialise_tokenizer(specs["smollm2-135m"].tokenizer_spec(), tmp_path_factory.mktemp("tok") / "smollm2-135m")
@@ -69,7 +69,7 @@ def smollm2_tokenizer_dir(tmp_path_factory) -> Path:
 def gemma3_tokenizer_dir(tmp_path_factory) -> Path:
     """Gemma-3's real tokenizer with the registry's chat template, read from the shipped GGUF chunks."""
     from introspect.config import model_specs
-    from introspect.models import materialise_tokenizer
+    from introspect.models.materialise import materialise_tokenizer
 
     specs = model_specs(yaml.safe_load(SMOKE.read_text()))
     return materialise_tokenizer(specs["gemma3-270m"].tokenizer_spec(), tmp_path_factory.mktemp("tok") / "gemma3-270m")
@@ -77,7 +77,8 @@ def gemma3_tokenizer_dir(tmp_path_factory) -> Path:
 
 def tiny_llama(out: Path, tokenizer_dir: Path, n_layers: int, hidden_size: int = 64, seed: int = 0) -> Path:
     """A seeded random Llama with SmolLM2's real tokenizer, materialised at `out` (seconds)."""
-    from introspect.models import ModelSpec, materialise_model
+    from introspect.models.registry import ModelSpec
+    from introspect.models.materialise import materialise_model
 
     spec = ModelSpec(name=out.name, source="random", architecture="llama", tokenizer="smollm2-135m",
                      n_layers=n_layers, hidden_size=hidden_size, seed=seed)

@@ -29,8 +29,8 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from introspect.explainer import mean_embedding_norm  # noqa: E402
-from introspect.models import load_model  # noqa: E402
+from introspect.explainers.model import mean_embedding_norm  # noqa: E402
+from introspect.models.loading import load_model  # noqa: E402
 
 WORD_LABEL = re.compile(r'the word "(.+)"')
 

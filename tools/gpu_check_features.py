@@ -11,8 +11,8 @@ except ImportError:
     sys.modules["polars"] = unittest.mock.MagicMock()
 sys.path.insert(0, "lib")
 import torch, transformers
-from introspect.activations import layer_outputs
-from introspect.sae import SAESettings, train_topk, sae_stats
+from introspect.groundtruth.activations import layer_outputs
+from introspect.groundtruth.sae import SAESettings, train_topk, sae_stats
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0))
 cfg = transformers.LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=6,
                                num_attention_heads=4, num_key_value_heads=2)

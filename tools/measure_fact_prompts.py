@@ -10,8 +10,8 @@ A fact counts as answered when the decoded greedy next token is a non-empty pref
 """
 import collections, json, random, sys, time
 import torch
-from introspect.facts import builtin_facts, PAPER_PROMPT, format_prompt
-from introspect.models import load_model
+from introspect.sources.facts import builtin_facts, PAPER_PROMPT, format_prompt
+from introspect.models.loading import load_model
 
 model_dir = sys.argv[1]
 formats_wanted = sys.argv[2].split(",") if len(sys.argv) > 2 else None

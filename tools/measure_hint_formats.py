@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from introspect.hints import HintSettings, run_hints, run_stats
-from introspect.models import load_model
-from introspect.questions import builtin_questions, questions_frame
+from introspect.groundtruth.hints import HintSettings, run_hints, run_stats
+from introspect.models.loading import load_model
+from introspect.sources.questions import builtin_questions, questions_frame
 
 FORMATS = (
     "Hint: {letter}",

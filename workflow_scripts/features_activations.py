@@ -2,8 +2,8 @@
 
 import torch
 
-from introspect.activations import cache_layer, save_cache
-from introspect.models import load_model, resolve_device
+from introspect.groundtruth.activations import cache_layer, save_cache
+from introspect.models.loading import load_model, resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table
 

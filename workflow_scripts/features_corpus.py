@@ -2,7 +2,7 @@
 
 import json
 
-from introspect.corpus import build_corpus, corpus_stats, load_documents
+from introspect.sources.corpus import build_corpus, corpus_stats, load_documents
 from introspect.runlog import logged
 from introspect.schemas import write_table
 

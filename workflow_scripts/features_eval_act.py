@@ -2,8 +2,9 @@
 
 import torch
 
-from introspect.activations import load_cache
-from introspect.features import ExemplarSettings, act_eval_set
+from introspect.groundtruth.activations import load_cache
+from introspect.groundtruth.exemplars import ExemplarSettings
+from introspect.groundtruth.evalsets import act_eval_set
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

@@ -2,9 +2,10 @@
 
 import torch
 
-from introspect.activations import load_cache
-from introspect.features import ExemplarSettings, dact_vectors, vector_eval_set
-from introspect.models import load_model, resolve_device
+from introspect.groundtruth.activations import load_cache
+from introspect.groundtruth.exemplars import ExemplarSettings
+from introspect.groundtruth.evalsets import dact_vectors, vector_eval_set
+from introspect.models.loading import load_model, resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

@@ -4,10 +4,10 @@ import json
 
 import torch
 
-from introspect.activations import load_cache
-from introspect.features import ExemplarSettings, sae_exemplars
+from introspect.groundtruth.activations import load_cache
+from introspect.groundtruth.exemplars import ExemplarSettings, sae_exemplars
 from introspect.runlog import logged
-from introspect.sae import SAE
+from introspect.groundtruth.sae import SAE
 from introspect.schemas import read_table, write_table
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)

@@ -7,9 +7,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from introspect.features import (concepts, label_features, label_stats, make_windows, neuronpedia_labels,
-                                 simulator_from_config)
-from introspect.models import resolve_device
+from introspect.groundtruth.labels import concepts, label_features, label_stats, neuronpedia_labels
+from introspect.groundtruth.exemplars import make_windows
+from introspect.scoring.simulators import simulator_from_config
+from introspect.models.loading import resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 
@@ -22,7 +23,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     windows = make_windows(tokens, params.width)
     simulator = simulator_from_config(params.simulator, params.cache_dir, resolve_device(params.device))
     if params.labels["backend"] == "neuronpedia":
-        from introspect.downloads import download_neuronpedia_explanations
+        from introspect.sources.downloads import download_neuronpedia_explanations
 
         out = Path(snakemake.output.labels)  # noqa: F821
         out.parent.mkdir(parents=True, exist_ok=True)

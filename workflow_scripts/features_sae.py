@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from introspect.activations import load_cache
-from introspect.models import resolve_device
+from introspect.groundtruth.activations import load_cache
+from introspect.models.loading import resolve_device
 from introspect.runlog import logged
-from introspect.sae import features_frame, sae_for_layer
+from introspect.groundtruth.sae import features_frame, sae_for_layer
 from introspect.schemas import read_table, write_table
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)

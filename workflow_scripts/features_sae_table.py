@@ -5,7 +5,7 @@ import json
 import polars as pl
 
 from introspect.runlog import logged
-from introspect.tables import write_table
+from introspect.reporting.tables import write_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     rows = []

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import torch
 
-from introspect.activations import load_cache
-from introspect.features import make_windows
-from introspect.models import load_model, resolve_device
+from introspect.groundtruth.activations import load_cache
+from introspect.groundtruth.exemplars import make_windows
+from introspect.models.loading import load_model, resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table
-from introspect.similarity import activation_similarity, relative_layer
+from introspect.groundtruth.similarity import activation_similarity, relative_layer
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821

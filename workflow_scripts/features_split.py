@@ -4,7 +4,8 @@ import json
 
 import polars as pl
 
-from introspect.features import make_windows, sample_markdown, split_features
+from introspect.groundtruth.exemplars import make_windows
+from introspect.groundtruth.evalsets import sample_markdown, split_features
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

@@ -2,7 +2,7 @@
 
 import transformers
 
-from introspect.activations import tokenize_corpus
+from introspect.groundtruth.activations import tokenize_corpus
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

@@ -1,6 +1,6 @@
 """Snakemake wrapper: split the hint runs by question and balance has-changed within each split."""
 
-from introspect.balance import BalanceSettings, split_and_balance
+from introspect.groundtruth.balance import BalanceSettings, split_and_balance
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

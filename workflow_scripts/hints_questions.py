@@ -1,6 +1,6 @@
 """Snakemake wrapper: collect the hint task's multiple-choice questions."""
 
-from introspect.questions import load_questions, questions_frame
+from introspect.sources.questions import load_questions, questions_frame
 from introspect.runlog import logged
 from introspect.schemas import write_table
 

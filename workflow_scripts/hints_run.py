@@ -4,8 +4,8 @@ import json
 
 import torch
 
-from introspect.hints import HintSettings, run_hints, run_stats
-from introspect.models import load_model, resolve_device
+from introspect.groundtruth.hints import HintSettings, run_hints, run_stats
+from introspect.models.loading import load_model, resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

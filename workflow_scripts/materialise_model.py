@@ -1,6 +1,7 @@
 """Snakemake wrapper: materialise a registry model as an HF folder (with the GGUF logits check)."""
 
-from introspect.models import ModelSpec, materialise_model
+from introspect.models.registry import ModelSpec
+from introspect.models.materialise import materialise_model
 from introspect.runlog import logged
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)

@@ -1,7 +1,7 @@
 """Snakemake wrapper: draw the counterfactual pairs of the activation-patching task."""
 
-from introspect.facts import make_pairs
-from introspect.patching import load_facts, pairs_frame
+from introspect.sources.facts import make_pairs
+from introspect.sources.facts import load_facts, pairs_frame
 from introspect.runlog import logged
 from introspect.schemas import write_table
 

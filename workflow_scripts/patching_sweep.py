@@ -4,8 +4,9 @@ import json
 
 import torch
 
-from introspect.models import load_model, resolve_device
-from introspect.patching import SweepSettings, pairs_from_frame, patch_sweep, sweep_frame
+from introspect.models.loading import load_model, resolve_device
+from introspect.groundtruth.patching import SweepSettings, patch_sweep, sweep_frame
+from introspect.sources.facts import pairs_from_frame
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 

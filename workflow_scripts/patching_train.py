@@ -2,8 +2,8 @@
 
 import torch
 
-from introspect.causal import train_patching_explainer
-from introspect.models import resolve_device
+from introspect.explainers.patching import train_patching_explainer
+from introspect.models.loading import resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table
 

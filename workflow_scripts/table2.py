@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from introspect.causal import table2_frame, write_causal_table
+from introspect.reporting.paper_tables import table2_frame, write_causal_table
 from introspect.runlog import logged
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)

@@ -2,8 +2,8 @@
 
 import polars as pl
 
-from introspect.causal import write_causal_table
-from introspect.hints import table3_frame
+from introspect.reporting.paper_tables import write_causal_table
+from introspect.reporting.paper_tables import table3_frame
 from introspect.runlog import logged
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)

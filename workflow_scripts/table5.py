@@ -3,8 +3,8 @@
 import json
 
 from introspect.runlog import logged
-from introspect.similarity import table5
-from introspect.tables import write_table
+from introspect.reporting.paper_tables import table5
+from introspect.reporting.tables import write_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     entries = []

@@ -1,9 +1,9 @@
 """Snakemake wrapper: Table 6, the activation-patching dataset statistics."""
 
-from introspect.patching import table6
+from introspect.reporting.paper_tables import table6
 from introspect.runlog import logged
 from introspect.schemas import read_table
-from introspect.tables import write_table
+from introspect.reporting.tables import write_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     frames = {t: read_table(p, "patching_dataset")

@@ -1,9 +1,9 @@
 """Snakemake wrapper: Table 7, changed / unchanged counts of the hint data per target and split."""
 
-from introspect.hints import table7
+from introspect.reporting.paper_tables import table7
 from introspect.runlog import logged
 from introspect.schemas import read_table
-from introspect.tables import write_table
+from introspect.reporting.tables import write_table
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     datasets = {t: read_table(p, "hints_dataset") for t, p in zip(snakemake.params.targets, snakemake.input.datasets)}  # noqa: F821

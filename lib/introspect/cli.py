@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("introspect.describe")
+log = logging.getLogger("introspect.cli")
 
 
 def read_vectors(path: str | Path, key: str | None = None) -> torch.Tensor:
@@ -65,8 +65,8 @@ def read_vectors(path: str | Path, key: str | None = None) -> torch.Tensor:
 def text_activation(model_dir: str | Path, text: str, layer: int, token: int, device: str = "cpu"
                     ) -> tuple[torch.Tensor, str]:
     """The target's residual stream after block `layer` at `token` of `text`, and that token's text."""
-    from introspect.activations import bos_prefix, layer_outputs, pad_id
-    from introspect.models import load_model
+    from introspect.groundtruth.activations import bos_prefix, layer_outputs, pad_id
+    from introspect.models.loading import load_model
 
     model, tokenizer, _ = load_model(model_dir, device=device)
     ids = tokenizer(text, add_special_tokens=False).input_ids
@@ -84,10 +84,10 @@ def text_activation(model_dir: str | Path, text: str, layer: int, token: int, de
 def describe_vectors(checkpoint: str | Path, vectors: torch.Tensor, layer: int, prompt: int = 0,
                      max_new_tokens: int = 32, device: str = "cpu") -> list[str]:
     """Greedy descriptions of `vectors` (target layer `layer`) by a trained feature explainer checkpoint."""
-    from introspect.causal import predict
-    from introspect.describe import FEATURE_PROMPTS, feature_question
-    from introspect.explainer import encode, load_explainer
-    from introspect.training import ExplainerData
+    from introspect.explainers.features import FEATURE_PROMPTS, feature_question
+    from introspect.explainers.generation import predict
+    from introspect.explainers.model import encode, load_explainer
+    from introspect.explainers.training import ExplainerData
 
     explainer = load_explainer(checkpoint, device=device)
     settings = explainer.settings
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = top.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
 
-    from introspect.models import resolve_device
+    from introspect.models.loading import resolve_device
 
     device = resolve_device(args.device)
     checkpoint = Path(args.checkpoint)

@@ -12,30 +12,14 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-from introspect.models import ModelSpec
+from introspect.models.registry import ModelSpec
+from introspect.names import FEATURE_BASELINES, split_scaled
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
 
-#: Feature-description baselines and their display names in tables and figures; a run may not take one of
-#: these names.
-FEATURE_BASELINES = {"nn_all": "NN-all", "nn_layer": "NN-layer", "selfie": "SelfIE", "gold": "gold SAE labels"}
-SCALE_MARK = "@n"
 #: SelfIE's settings when features.explain.selfie leaves them out (the paper's: v, 5v, 10v, 25v, 50v; 25 tokens).
 SELFIE_DEFAULTS = {"scales": [1.0, 5.0, 10.0, 25.0, 50.0], "max_new_tokens": 25, "batch_size": 16}
-
-
-def scaled_name(method: str, n: int) -> str:
-    """The name of a scaling-curve point (Figures 5, 7): `method` trained on / retrieving from `n` features per layer."""
-    return f"{method}{SCALE_MARK}{int(n)}"
-
-
-def split_scaled(name: str) -> tuple[str, int | None]:
-    """(method, n per layer) of a scaling-point name; (name, None) for any other method."""
-    base, mark, n = name.rpartition(SCALE_MARK)
-    if mark and base and n.isdigit():
-        return base, int(n)
-    return name, None
 
 
 class ConfigError(ValueError):

@@ -54,7 +54,7 @@ feature_train (results/{target}/features/train.parquet) — the training pool: i
 feature_eval (results/{target}/features/eval/{sae,act,dact}.parquet) — eval items: item_id, layer, vector,
   label (gold label of a held-out SAE feature; null for ACT/dACT), source (what the vector is), windows,
   kinds, activations (its exemplars, as in feature_exemplars; window ids refer to the eval windows of the
-  target's tokens table, introspect.features.make_windows).
+  target's tokens table, introspect.groundtruth.exemplars.make_windows).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ from pathlib import Path
 
 import polars as pl
 
+# The named token types of a patching row (appendix E.2), in the order Table 6 lists them; any other token
+# is its own type (its text).
+TOKEN_TYPES = ("subject final", "relation", "orig answer option", "new answer option", "other answer option")
 VECTOR = "float32 array"  # a fixed-size Array(Float32, d) column, any d
 
 PATCHING_PAIRS = {

@@ -1,0 +1,147 @@
+"""The LM judge of feature descriptions (paper appendix A.2).
+
+:class:`EmbeddingJudge` (offline: MiniLM cosine of predicted and gold description, mapped onto the judge's
+five-step scale with thresholds calibrated on the A.2 prompt's own five examples) and :class:`OpenAIJudge`
+(the A.2 prompt on any OpenAI-compatible server, through the cached client of
+:mod:`introspect.clients.openai_compatible`). Both return (rating - 1) / 4 in {0, .25, .5, .75, 1}, or None
+for an invalid reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+JUDGE_PROMPT = """Does this feature description accurately describe when this feature activates?
+ Rate on a scale of:
+ - 1 = completely unrelated to expected
+ - 2 = mostly unrelated
+ - 3 = somewhat related
+ - 4 = related and fairly similar
+ - 5 = same as expected, or highly similar (treat this as a correct match)
+
+If unsure between 4 and 5, choose 5.
+
+Examples:
+
+Predicted: mentions of cooking recipes
+ Expected: references to financial transactions
+ Correct rating: 1
+
+Predicted: mentions of dogs and cats
+ Expected: references to farm animals
+ Correct rating: 2
+
+Predicted: mentions of sunny weather and rain
+ Expected: references to climate conditions
+ Correct rating: 3
+
+Predicted: mentions of jazz musicians and concerts
+ Expected: references to music
+ Correct rating: 4
+
+Predicted: mentions of Shakespeare's plays
+ Expected: references to works by Shakespeare
+
+Correct rating: 5
+
+Now rate the following pair:
+Predicted: {predicted}
+Expected: {expected}
+"""
+
+
+#: The A.2 prompt's own examples, (predicted, expected, rating): the embedding judge is calibrated on them.
+JUDGE_EXAMPLES = (
+    ("mentions of cooking recipes", "references to financial transactions", 1),
+    ("mentions of dogs and cats", "references to farm animals", 2),
+    ("mentions of sunny weather and rain", "references to climate conditions", 3),
+    ("mentions of jazz musicians and concerts", "references to music", 4),
+    ("mentions of Shakespeare's plays", "references to works by Shakespeare", 5),
+)
+
+
+def parse_rating(text: str | None) -> int | None:
+    """The judge's rating: the last integer 1-5 in the reply (after 'rating', when the reply says so)."""
+    if not text:
+        return None
+    found = re.findall(r"(?<![\d.])([1-5])(?!\d|\.\d)", text)
+    return int(found[-1]) if found else None
+
+
+def rating_score(rating: int | None) -> float | None:
+    return None if rating is None else (rating - 1) / 4
+
+
+class EmbeddingJudge:
+    """Offline judge: MiniLM cosine of the two descriptions, thresholded into ratings 1-5.
+
+    The four thresholds sit halfway between the cosines of consecutive A.2 examples (sorted by rating), so the
+    judge rates the prompt's own examples as the prompt says; when those cosines are not increasing, the
+    thresholds are spread evenly between the lowest and highest example cosine.
+    """
+
+    def __init__(self, embedder=None):
+        from introspect.scoring.embedding import MiniLM
+
+        self.embedder = embedder or MiniLM()
+        cos = self.cosines([p for p, _, _ in JUDGE_EXAMPLES], [e for _, e, _ in JUDGE_EXAMPLES])
+        if np.all(np.diff(cos) > 0):
+            self.thresholds = (cos[:-1] + cos[1:]) / 2
+        else:
+            self.thresholds = np.linspace(cos.min(), cos.max(), 6)[1:-1]
+        log.info("embedding judge thresholds %s (A.2 example cosines %s)", np.round(self.thresholds, 3),
+                 np.round(cos, 3))
+
+    def cosines(self, predicted: Sequence[str], expected: Sequence[str]) -> np.ndarray:
+        a = self.embedder.sentences([p or "" for p in predicted])
+        b = self.embedder.sentences([e or "" for e in expected])
+        return (a * b).sum(1)
+
+    def ratings(self, predicted: Sequence[str], expected: Sequence[str]) -> list[int]:
+        return [1 + int(np.searchsorted(self.thresholds, c, side="right")) for c in self.cosines(predicted, expected)]
+
+    def scores(self, predicted: Sequence[str], expected: Sequence[str]) -> list[float | None]:
+        return [rating_score(r) for r in self.ratings(predicted, expected)]
+
+
+class OpenAIJudge:
+    """The A.2 prompt on an OpenAI-compatible server; requests cached and retried as in OpenAISimulator."""
+
+    def __init__(self, model: str = "gpt-4.1-mini", *, cache_dir, base_url: str | None = None,
+                 api_key_env: str | None = "OPENAI_API_KEY", **options):
+        from introspect.scoring.simulators import OpenAISimulator
+
+        self.model = model
+        self._client = OpenAISimulator(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
+                                       **options)
+        self.invalid_replies = 0
+
+    def scores(self, predicted: Sequence[str], expected: Sequence[str]) -> list[float | None]:
+        from introspect.clients.openai_compatible import completion_content
+
+        out = []
+        for p, e in zip(predicted, expected):
+            request = {"model": self.model, "temperature": 0.0,
+                       "messages": [{"role": "user", "content": JUDGE_PROMPT.format(predicted=p, expected=e)}]}
+            body, path = self._client._cached_reply(request)
+            rating = parse_rating(completion_content(body))
+            if rating is None:
+                self.invalid_replies += 1
+                log.warning("invalid judge reply (stored in %s)", path)
+            out.append(rating_score(rating))
+        return out
+
+    @property
+    def http_requests(self) -> int:
+        return self._client.http_requests
+
+    @property
+    def cache_hits(self) -> int:
+        return self._client.cache_hits

@@ -1,0 +1,190 @@
+"""Simulation scoring, and the OpenAI-compatible simulator against a real HTTP stub server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+
+import pytest
+
+from introspect.scoring.simulators import (
+    Exemplar,
+    OpenAISimulator,
+    SimulatorError,
+    parse_reply,
+    simulation_messages,
+    simulation_score,
+)
+from openai_stub import TOKEN_LINE, StubServer
+
+KEY = "sk-test-secret-0123456789"
+MODEL = "stub-simulator"
+
+
+@pytest.fixture
+def server():
+    srv = StubServer()
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv("SIM_TEST_KEY", KEY)
+    return "SIM_TEST_KEY"
+
+
+def simulator(server, tmp_path, key, **kw) -> OpenAISimulator:
+    kw = {"max_retries": 3, "timeout": 5.0, "retry_delay": 0.01, **kw}
+    return OpenAISimulator(MODEL, base_url=server.url, api_key_env=key, cache_dir=tmp_path / "cache", **kw)
+
+
+EXEMPLARS = [
+    Exemplar(("The", " cat", " sat", " down"), (0.0, 5.0, -1.0, 0.2)),
+    Exemplar(("A", " dog", " and", " a", " Cat"), (-2.0, 0.0, 0.0, 0.0, 3.0)),
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+
+
+def test_pearson_by_hand():
+    # x = (1, 2, 3), y = (1, 3, 2): deviations (-1, 0, 1) and (-1, 1, 0), so r = 1 / sqrt(2 * 2) = 0.5
+    exemplars = [Exemplar(("a", "b"), (1.0, 3.0)), Exemplar(("c",), (2.0,))]
+    assert simulation_score([[1, 2], [3]], exemplars) == pytest.approx(0.5)
+    assert simulation_score([[3, 2], [1]], exemplars) == pytest.approx(-0.5)
+
+
+def test_true_activations_clipped_at_zero():
+    exemplars = [Exemplar(("a", "b", "c"), (-5.0, 0.0, 3.0))]
+    assert simulation_score([[0, 0, 1]], exemplars) == pytest.approx(1.0)  # unclipped it would be 0.79
+
+
+def test_constant_side_gives_nan():
+    exemplars = [Exemplar(("a", "b", "c"), (0.0, 1.0, 2.0))]
+    assert math.isnan(simulation_score([[4, 4, 4]], exemplars))
+    assert math.isnan(simulation_score([[0, 1, 2]], [Exemplar(("a", "b", "c"), (-1.0, -2.0, 0.0))]))
+    assert math.isnan(simulation_score([], []))
+
+
+def test_length_mismatch_names_the_exemplar():
+    exemplars = [Exemplar(("a", "b"), (0.0, 1.0)), Exemplar(("c", "d"), (1.0, 0.0))]
+    with pytest.raises(ValueError, match="exemplar 1 "):
+        simulation_score([[0, 1], [1, 0, 0]], exemplars)
+    with pytest.raises(ValueError, match="3 tokens but 2 activations"):
+        Exemplar(("a", "b", "c"), (0.0, 1.0))
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("1\t0\n2\t7\n3\t10", [0.0, 7.0, 10.0]),
+    ("Here you go:\n```\n1. 0\n2:  \" cat\"  7\n3) 10\n```\n", [0.0, 7.0, 10.0]),  # lenient layout
+    ("1\t0\n3\t10", None),  # index 2 missing
+    ("1\t0\n2\t7\n2\t7\n3\t1", None),  # repeated index
+    ("1\t0\n2\t11\n3\t1", None),  # out of range
+    ("1\t0\n2\t7.5\n3\t1", None),  # not an integer
+    ("1\t0\n2\n3\t1", None),  # value missing
+    ("1\t0\n2\t7\n3\t1\n4\t0", None),  # index beyond the tokens
+    (None, None),
+])
+def test_parse_reply(reply, expected):
+    assert parse_reply(reply, 3) == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# the OpenAI-compatible simulator
+
+
+def test_end_to_end_score_through_server(server, tmp_path, key):
+    sim = simulator(server, tmp_path, key, max_concurrency=4)
+    predictions = sim.predict("mentions of cats", EXEMPLARS)
+    assert predictions == [[0, 10, 0, 0], [0, 0, 0, 0, 10]]  # order kept under concurrency
+    # clipped truth (0, 5, 0, .2, 0, 0, 0, 0, 3) against (0, 10, 0, 0, 0, 0, 0, 0, 10)
+    expected = simulation_score(predictions, EXEMPLARS)
+    assert 0.9 < expected < 1.0
+    assert sim.score("mentions of cats", EXEMPLARS) == pytest.approx(expected)
+    exact = [Exemplar(("my", " cat", "!"), (-1.0, 4.0, 0.0))]
+    assert sim.score("mentions of cats", exact) == pytest.approx(1.0)
+    assert sim.invalid_replies == 0
+    first = server.requests[0]
+    assert first["path"] == "/v1/chat/completions" and first["auth"] == f"Bearer {KEY}"
+    assert first["body"]["model"] == MODEL and first["body"]["temperature"] == 0.0
+    assert "mentions of cats" in first["body"]["messages"][-1]["content"]
+
+
+def test_prompt_shows_tokens_unambiguously():
+    user = simulation_messages("d", ["a\tb", " x", "\n"])[-1]["content"]
+    assert [json.loads(t) for _, t in TOKEN_LINE.findall(user)] == ["a\tb", " x", "\n"]
+
+
+def test_cache_makes_second_run_offline(server, tmp_path, key, monkeypatch):
+    score = simulator(server, tmp_path, key).score("mentions of cats", EXEMPLARS)
+    assert len(server.requests) == 2
+    files = list((tmp_path / "cache").iterdir())
+    assert len(files) == 2 and all(f.suffix == ".json" for f in files)
+    assert not any(KEY in f.read_text() for f in files)
+    monkeypatch.delenv(key)  # a fully cached run needs no key
+    again = simulator(server, tmp_path, key)
+    assert again.score("mentions of cats", EXEMPLARS) == score
+    assert len(server.requests) == 2 and again.http_requests == 0 and again.cache_hits == 2
+    with pytest.raises(SimulatorError, match=key):  # a new description is a cache miss
+        again.score("mentions of dogs", EXEMPLARS)
+
+
+def test_retries_rate_limit_then_succeeds(server, tmp_path, key):
+    server.script = [429, 429]
+    sim = simulator(server, tmp_path, key)
+    assert sim.predict("cats", EXEMPLARS[:1]) == [[0, 10, 0, 0]]
+    assert len(server.requests) == 3 and sim.http_requests == 3
+
+
+def test_server_error_gives_up_after_max_retries(server, tmp_path, key):
+    server.script = [500] * 10
+    with pytest.raises(SimulatorError) as err:
+        simulator(server, tmp_path, key, max_retries=2).predict("cats", EXEMPLARS[:1])
+    assert server.url in str(err.value) and MODEL in str(err.value) and "500" in str(err.value)
+    assert KEY not in str(err.value)
+    assert len(server.requests) == 3
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # failures not cached
+
+
+def test_client_error_is_not_retried(server, tmp_path, key):
+    server.script = [401]
+    with pytest.raises(SimulatorError, match="refused"):
+        simulator(server, tmp_path, key).predict("cats", EXEMPLARS[:1])
+    assert len(server.requests) == 1
+
+
+def test_timeout_is_retried_then_fails(server, tmp_path, key):
+    server.script = ["slow"] * 10
+    with pytest.raises(SimulatorError, match="Timeout") as err:
+        simulator(server, tmp_path, key, max_retries=1, timeout=0.2).predict("cats", EXEMPLARS[:1])
+    assert server.url in str(err.value)
+    assert len(server.requests) == 2
+
+
+def test_invalid_replies_are_recorded_not_raised(server, tmp_path, key):
+    server.script = ["garbage", "prose"]
+    sim = simulator(server, tmp_path, key)
+    assert sim.predict("cats", EXEMPLARS) == [None, None]
+    assert sim.invalid_replies == 2
+    assert math.isnan(sim.score("cats", EXEMPLARS))  # cached: same invalid replies, no new request
+    assert sim.invalid_replies == 4 and len(server.requests) == 2
+    server.script = ["prose"]  # one invalid among valid ones: scored on the valid ones only
+    exemplars = [EXEMPLARS[0], Exemplar(("my", " cat", "!"), (-1.0, 4.0, 0.0))]
+    assert sim.predict("felines", exemplars) == [None, [0, 10, 0]]
+    assert sim.score("felines", exemplars) == pytest.approx(1.0)
+    assert sim.invalid_replies == 6
+
+
+def test_missing_api_key_is_a_clear_error(server, tmp_path, monkeypatch):
+    monkeypatch.delenv("SIM_TEST_KEY", raising=False)
+    with pytest.raises(SimulatorError, match="SIM_TEST_KEY is not set"):
+        simulator(server, tmp_path, "SIM_TEST_KEY").predict("cats", EXEMPLARS[:1])
+    assert server.requests == []
+    local = simulator(server, tmp_path, None)  # a local server that needs no key
+    assert local.predict("cats", EXEMPLARS[:1]) == [[0, 10, 0, 0]]

@@ -1,0 +1,20 @@
+"""Snakemake wrapper: SelfIE descriptions (every scale kept as a candidate) of the three eval sets."""
+
+import torch
+
+from introspect.models.loading import load_model, resolve_device
+from introspect.runlog import logged
+from introspect.schemas import read_table
+from introspect.explainers.selfie import selfie_describe, selfie_frame
+
+with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
+    params = snakemake.params  # noqa: F821
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    lm, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
+    for path, out in zip(snakemake.input.evalsets, snakemake.output):  # noqa: F821
+        items = read_table(path, "feature_eval")
+        vectors = torch.from_numpy(items["vector"].to_numpy().copy())
+        described = selfie_describe(lm, tokenizer, vectors, params.chat, params.selfie["scales"],
+                                    params.selfie["max_new_tokens"], params.selfie["batch_size"])
+        selfie_frame(items, described).write_parquet(out)
+        log.info("%s: %d items x %d scales", path, items.height, len(described))
