@@ -297,7 +297,7 @@ rule table5:
 
 
 rule features_sae_table:
-    """FVU, L0 and dead share of every SAE layer, with the labelling statistics (README's SAE table)."""
+    """FVU, L0 and dead share of every SAE layer, with the labelling statistics (docs/results.md, Feature ground truth)."""
     input:
         sae=[f"results/{t}/features/sae/layer{l}.json" for t in feature_targets() for l in feature_layers(t)],
         exemplars=[f"results/{t}/features/exemplars/layer{l}.json" for t in feature_targets()

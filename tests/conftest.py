@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,10 +78,32 @@ def gemma3_tokenizer_dir(tmp_path_factory) -> Path:
 
 def tiny_llama(out: Path, tokenizer_dir: Path, n_layers: int, hidden_size: int = 64, seed: int = 0) -> Path:
     """A seeded random Llama with SmolLM2's real tokenizer, materialised at `out` (seconds)."""
-    from introspect.models.registry import ModelSpec
     from introspect.models.materialise import materialise_model
+    from introspect.models.registry import ModelSpec
 
     spec = ModelSpec(name=out.name, source="random", architecture="llama", tokenizer="smollm2-135m",
                      n_layers=n_layers, hidden_size=hidden_size, seed=seed)
     materialise_model(spec, tokenizer_dir, out)
     return out
+
+
+def synthetic_sweep(n_pairs=40, seed=0):
+    """A patching sweep table of `n_pairs` pairs with seeded outcomes (no model): for balancing and schemas."""
+    import polars as pl
+
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for p in range(n_pairs):
+        for t, ttype in enumerate(["subject final", "relation", "relation", "orig answer option", " or"]):
+            for c in range(4):
+                changed = bool(torch.rand(1, generator=g) < (0.9 if ttype == "subject final" and c < 2 else 0.15))
+                rows.append((p, t, ttype, c, changed))
+    n = len(rows)
+    return pl.DataFrame({
+        "pair_id": [r[0] for r in rows], "relation_id": ["P36"] * n, "subject": ["s"] * n,
+        "counterfactual_subject": ["c"] * n, "orig_object": ["o"] * n, "new_object": ["n"] * n,
+        "prompt": ["x"] * n, "orig_pos": [r[1] for r in rows], "counterfact_pos": [r[1] for r in rows],
+        "token": [r[2] for r in rows], "token_type": [r[2] for r in rows], "chunk": [r[3] for r in rows],
+        "layers": [[r[3]] for r in rows], "original_continuation": ["a"] * n, "patched_continuation": ["b"] * n,
+        "has_changed": [r[4] for r in rows],
+    }).with_columns(pl.Series("vector", torch.randn(n, 8).numpy(), dtype=pl.Array(pl.Float32, 8)))

@@ -3,7 +3,7 @@
 For every training feature labelled `the word "X"` (X one token, with or without a leading space), take the
 vector written over the placeholder — v itself (identity, the paper's self-explainer) or Pi_l v for each
 projection file given — and ask whether X is the explainer's nearest input-embedding row by cosine. This is
-the measurement behind README "Measured on the default config (Table 1)": SAE decoder directions of
+the measurement behind docs/results.md, Table 1: SAE decoder directions of
 SmolLM2's layers 8/16 almost never point at their word's embedding, while Pi_l fitted onto the input
 embedding (`align: input`) maps many of them there. With --copy N, the *untrained* explainer is also asked
 to repeat the word written over a placeholder (`Repeat this word exactly: "<v>". The word is "`, v rescaled

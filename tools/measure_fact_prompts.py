@@ -1,6 +1,6 @@
 """Greedy next-token accuracy of a target on the builtin facts under several prompt formats.
 
-Used to choose the offline default's patching prompt (config.yaml, README "Activation patching"):
+Used to choose the offline default's patching prompt (config.yaml; docs/results.md, Patching prompt format):
 
     .venv/bin/python -u tools/measure_fact_prompts.py resources/models/smollm2-135m \
         paper_chat,options_first_raw,fixed3_options_first_raw out.json

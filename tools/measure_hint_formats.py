@@ -1,6 +1,6 @@
 """How often a hint moves a target's answer, per hint wording, on the builtin questions.
 
-Used to choose each offline target's hint format (config.yaml `hints.targets`, README "Input ablation"),
+Used to choose each offline target's hint format (config.yaml `hints.targets`, docs/results.md, Hint wording),
 as the paper chose one per target so that both has-changed values are common (appendix E.3):
 
     .venv/bin/python -u tools/measure_hint_formats.py resources/models/smollm2-135m 240 out.json

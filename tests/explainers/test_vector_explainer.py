@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_llama
 
 from introspect.explainers.model import (
     IGNORE,
@@ -17,7 +18,6 @@ from introspect.explainers.model import (
     explanation_loss,
     load_explainer,
 )
-from conftest import tiny_llama
 from introspect.explainers.training import ExplainerData, TrainSettings, train_explainer
 
 PROMPT = "At layer 3, {vector} encodes"
@@ -205,9 +205,9 @@ def test_vector_norm_rescales_the_placeholder_embedding(tiny_dir):
 
 def test_embedding_norm_is_what_the_module_outputs_for_gemma(tmp_path, gemma3_tokenizer_dir):
     from introspect.explainers.model import mean_embedding_norm
-    from introspect.models.registry import ModelSpec
     from introspect.models.loading import load_model
     from introspect.models.materialise import materialise_model
+    from introspect.models.registry import ModelSpec
 
     spec = ModelSpec(name="g", source="random", architecture="gemma3_text", tokenizer="gemma3-270m", n_layers=1,
                      hidden_size=64, seed=0)

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import torch
 import transformers
-
 from conftest import tiny_llama
+
 from introspect.groundtruth.activations import (
     INPUT_LAYER,
     TOKENS_SCHEMA,

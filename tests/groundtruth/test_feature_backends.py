@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from introspect.sources.corpus import CorpusError, hf_documents
 from introspect.groundtruth.labels import LABELS_SCHEMA, neuronpedia_labels
 from introspect.groundtruth.sae import features_frame, sae_for_layer
+from introspect.sources.corpus import CorpusError, hf_documents
 
 D, F = 16, 32
 

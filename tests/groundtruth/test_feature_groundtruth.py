@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 import torch
 
+from introspect.groundtruth.evalsets import sample_positions, split_features, subject_final_index, vector_eval_set
 from introspect.groundtruth.exemplars import (
     ExemplarSettings,
     FeaturesError,
@@ -20,7 +21,6 @@ from introspect.groundtruth.exemplars import (
     to_exemplars,
 )
 from introspect.groundtruth.labels import concepts, label_features, label_stats, token_candidates
-from introspect.groundtruth.evalsets import sample_positions, split_features, subject_final_index, vector_eval_set
 from introspect.scoring.simulators import Exemplar
 
 

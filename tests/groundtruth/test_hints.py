@@ -1,17 +1,12 @@
-"""The hint (input ablation) task: prompts on the shipped tokenizers, letter reading, runs, balancing, examples."""
+"""Hint (input ablation) ground truth: prompts on the shipped tokenizers, letter reading, the target's runs."""
 
 from __future__ import annotations
 
-
-import polars as pl
 import pytest
 import torch
 import transformers
-
 from conftest import REPO, tiny_llama
-from introspect.groundtruth.balance import BalanceSettings, split_and_balance
-from introspect.scoring.causal import score_causal
-from introspect.explainers.hints import EXPLAIN_QUESTION, explainer_prompt, hint_examples, hint_explanation
+
 from introspect.groundtruth.hints import (
     LETTERS,
     SYSTEM_PROMPT,
@@ -23,7 +18,6 @@ from introspect.groundtruth.hints import (
     target_text,
     user_turn,
 )
-from introspect.reporting.paper_tables import table3_frame, table7
 from introspect.sources.questions import builtin_questions, load_mmlu_dir, questions_frame
 
 REALDATA_MMLU = REPO.parent / "shared" / "realdata" / "mmlu"
@@ -109,53 +103,6 @@ def test_hint_letters_are_drawn_uniformly(tiny_target):
     assert counts.height == 4 and counts["count"].min() > 30
 
 
-def test_balancing_the_runs_evens_each_split_and_keeps_questions_apart():
-    n = 400
-    runs = pl.DataFrame({"question_id": [f"q/{i}" for i in range(n)], "has_changed": [i % 5 == 0 for i in range(n)]})
-    data = split_and_balance(runs, "question_id", ["split"], "has_changed",
-                             BalanceSettings(test_fraction=0.3, max_per_cell=n, max_ratio=1.0, seed=0))
-    for split in ("train", "test"):
-        part = data.filter(pl.col("split") == split)
-        assert part["has_changed"].sum() == (~part["has_changed"]).sum() > 0
-    train = set(data.filter(pl.col("split") == "train")["question_id"])
-    assert not train & set(data.filter(pl.col("split") == "test")["question_id"])
-    t7 = table7({"m": data})
-    assert t7["split"].to_list() == ["train", "test"] and (t7["changed"] == t7["unchanged"]).all()
-
-
-def test_explainer_examples_follow_appendix_d_and_f3(smollm2_tokenizer_dir):
-    tok = transformers.AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-    row = ROW | {"hint": "Hint: C", "answer_plain": "B", "has_changed": True}
-    assert hint_explanation(row) == "The most likely output would change to <<<Answer: B>>>."
-    assert hint_explanation(row | {"has_changed": False}) == "The output would remain unchanged from <<<Answer: B>>>."
-    trained = explainer_prompt(row, "trained")
-    assert trained.endswith("Hint: C\n\n" + EXPLAIN_QUESTION)
-    untrained = explainer_prompt(row, "untrained")
-    assert untrained.startswith(trained) and "Replace X with the answer letter (A, B, C, or D)." in untrained
-    data = hint_examples(pl.DataFrame([row]), tok, "trained", chat=True)
-    item = data.items[0]
-    learned = tok.decode([t for t, label in zip(item.input_ids, item.labels) if label != -100])
-    assert learned == "The most likely output would change to <<<Answer: B>>>." + tok.eos_token
-    assert SYSTEM_PROMPT in tok.decode(item.input_ids) and item.vector_pos == -1 and data.vectors is None
-
-
-def test_letter_explanations_score_with_unparseable_outputs():
-    golds = [hint_explanation({"has_changed": c, "answer_plain": a}) for c, a in [(True, "A"), (False, "C"), (True, "D")]]
-    preds = ["The output would change to <<<Answer: A>>>.", "The output would remain unchanged from <<<Answer: B>>>.",
-             "Answer: D"]
-    s = score_causal(preds, golds, n_boot=50)
-    assert list(s["exact"]) == [1, 0, 0] and list(s["changed_correct"]) == [1, 1, 0] and s["n_invalid"] == 1
-
-
-def test_table3_is_grouped_by_explainer_in_first_appearance_order():
-    gold = hint_explanation({"has_changed": True, "answer_plain": "A"})
-    pred = pl.DataFrame({"item_id": ["a", "b"], "gold": [gold, gold], "prediction": [gold, "nonsense"]})
-    rows = [("t1", "e1", "trained"), ("t1", "e2", "trained"), ("t2", "e1", "trained")]
-    table = table3_frame(rows, [pred, pred, pred])
-    assert table["group"].to_list() == ["e1", "e1", "e2"]
-    assert table["row"].to_list() == ["t1 (trained)", "t2 (trained)", "t1 (trained)"]
-
-
 @pytest.mark.skipif(not (REALDATA_MMLU / "test").is_dir(), reason="shared/realdata/mmlu is not present")
 def test_target_step_on_real_mmlu_subjects(tiny_target):
     model, tok = tiny_target
@@ -171,27 +118,3 @@ def test_chat_prompts_switch_thinking_off(smollm2_tokenizer_dir):
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
                          "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
     assert target_text(tok, "Question: q").endswith("<assistant><think></think>Answer:")
-
-
-def test_causal_table_markdown_shows_the_csv_percentages(tmp_path):
-    from introspect.reporting.paper_tables import write_causal_table
-
-    gold = hint_explanation({"has_changed": True, "answer_plain": "A"})
-    other = hint_explanation({"has_changed": False, "answer_plain": "B"})
-    pred = pl.DataFrame({"item_id": list("abcd"), "gold": [gold, gold, other, other],
-                         "prediction": [gold, other, other, "nonsense"]})
-    table = table3_frame([("t", "e", "trained")], [pred])
-    write_causal_table(table, tmp_path / "t.csv", tmp_path / "t.md", "table3")
-    csv = pl.read_csv(tmp_path / "t.csv")
-    assert csv["exact_mean"][0] == pytest.approx(50.0) and csv["said_changed"][0] == pytest.approx(25.0)
-    markdown = (tmp_path / "t.md").read_text()
-    assert f"50.0 ± {csv['exact_se'][0]:.1f}" in markdown and "5000" not in markdown
-
-
-def test_table3_compares_targets_of_one_explainer_on_different_items():
-    gold = hint_explanation({"has_changed": True, "answer_plain": "A"})
-    good = pl.DataFrame({"item_id": [f"a{i}" for i in range(30)], "gold": [gold] * 30, "prediction": [gold] * 30})
-    bad = pl.DataFrame({"item_id": [f"b{i}" for i in range(30)], "gold": [gold] * 30,
-                        "prediction": [gold] * 3 + ["no"] * 27})
-    table = table3_frame([("t1", "e", "trained"), ("t2", "e", "trained")], [good, bad])
-    assert table["exact_best"].to_list() == [True, False]

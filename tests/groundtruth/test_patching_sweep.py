@@ -8,10 +8,8 @@ import polars as pl
 import pytest
 import torch
 import transformers
+from conftest import synthetic_sweep, tiny_llama
 
-from introspect.groundtruth.balance import BalanceSettings, split_and_balance
-from conftest import tiny_llama
-from introspect.models.loading import load_model
 from introspect.groundtruth.patching import (
     Intervention,
     Patcher,
@@ -23,7 +21,7 @@ from introspect.groundtruth.patching import (
     sweep_frame,
     token_types,
 )
-from introspect.reporting.paper_tables import table6
+from introspect.models.loading import load_model
 from introspect.schemas import SchemaError, check_schema
 
 FORMAT = "{statement}\nRespond with one of {options} and nothing else."
@@ -153,49 +151,6 @@ def test_chunk_past_the_depth_is_refused(tiny):
                              options=("Italy", "France", "Spain", "Egypt", "Peru"))]
     with pytest.raises(ValueError, match=r"layer chunk \[3, 4\] goes past the target's 4 layers"):
         patch_sweep(pairs, model, tok, SweepSettings(FORMAT, False, ((0, 1, 2), (3, 4))), progress=False)
-
-
-def synthetic_sweep(n_pairs=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for p in range(n_pairs):
-        for t, ttype in enumerate(["subject final", "relation", "relation", "orig answer option", " or"]):
-            for c in range(4):
-                changed = bool(torch.rand(1, generator=g) < (0.9 if ttype == "subject final" and c < 2 else 0.15))
-                rows.append((p, t, ttype, c, changed))
-    n = len(rows)
-    return pl.DataFrame({
-        "pair_id": [r[0] for r in rows], "relation_id": ["P36"] * n, "subject": ["s"] * n,
-        "counterfactual_subject": ["c"] * n, "orig_object": ["o"] * n, "new_object": ["n"] * n,
-        "prompt": ["x"] * n, "orig_pos": [r[1] for r in rows], "counterfact_pos": [r[1] for r in rows],
-        "token": [r[2] for r in rows], "token_type": [r[2] for r in rows], "chunk": [r[3] for r in rows],
-        "layers": [[r[3]] for r in rows], "original_continuation": ["a"] * n, "patched_continuation": ["b"] * n,
-        "has_changed": [r[4] for r in rows],
-    }).with_columns(pl.Series("vector", torch.randn(n, 8).numpy(), dtype=pl.Array(pl.Float32, 8)))
-
-
-def test_balancing_invariants():
-    sweep = check_schema(synthetic_sweep(), "patching_sweep")
-    settings = BalanceSettings(test_fraction=0.25, max_per_cell=30, max_ratio=1.5, seed=0)
-    data = split_and_balance(sweep, "pair_id", ["token_type", "chunk"], "has_changed", settings)
-    check_schema(data, "patching_dataset")
-    # no pair is in both splits; the test split holds about a quarter of the pairs
-    by_pair = data.group_by("pair_id").agg(pl.col("split").n_unique())
-    assert by_pair["split"].max() == 1
-    assert data.filter(pl.col("split") == "test")["pair_id"].n_unique() == 10
-    cells = data.group_by(["split", "token_type", "chunk"]).agg(
-        changed=pl.col("has_changed").sum(), unchanged=(~pl.col("has_changed")).sum())
-    for row in cells.iter_rows(named=True):
-        big, small = max(row["changed"], row["unchanged"]), min(row["changed"], row["unchanged"])
-        assert small > 0 and big <= 1.5 * small  # single-label cells are dropped
-        assert row["changed"] + row["unchanged"] <= 30
-    # deterministic for a seed
-    again = split_and_balance(sweep, "pair_id", ["token_type", "chunk"], "has_changed", settings)
-    assert again.equals(data)
-    counts = table6({"m": data})
-    assert counts["unchanged"].sum() + counts["changed"].sum() == data.height
-    assert counts["token_type"].to_list()[:1] == ["subject final"]
-    assert "' or'" in counts["token_type"].to_list()
 
 
 def test_schema_check_names_the_bad_columns():

@@ -6,11 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
 from conftest import tiny_llama
+
 from introspect.groundtruth.activations import INPUT_LAYER, cache_layer, tokenize_corpus
 from introspect.groundtruth.exemplars import make_windows
-from introspect.models.loading import load_model
 from introspect.groundtruth.similarity import (
     activation_similarity,
     align,
@@ -21,7 +20,7 @@ from introspect.groundtruth.similarity import (
     r_squared,
     relative_layer,
 )
-from introspect.reporting.paper_tables import table5
+from introspect.models.loading import load_model
 
 TEXTS = [
     "The cat sat on the mat. It was a sunny day, and the cat was happy to sit there for hours.",
@@ -66,24 +65,6 @@ def test_fit_projection_recovers_a_linear_map():
     assert r_squared(apply_projection(exact, source), target) == pytest.approx(1.0, abs=1e-6)
     assert r_squared(torch.zeros_like(target) + target.mean(0), target) == pytest.approx(0.0, abs=1e-6)
     assert torch.equal(apply_projection(None, source), source)
-
-
-def test_table5_averages_over_layers_in_percent():
-    layers = [
-        {"layer": 3, "explainer_layer": 2, "projection": "none", "tokens": 100, "dot_mean": 0.91234,
-         "dot_sd": 0.1, "features": 5, "pattern_mean": 0.5, "pattern_sd": 0.2},
-        {"layer": 7, "explainer_layer": 5, "projection": "none", "tokens": 50, "dot_mean": 0.8,
-         "dot_sd": 0.3, "features": 0, "pattern_mean": None, "pattern_sd": None},
-    ]
-    out = table5([{"target": "t", "explainer": "e", "layers": layers},
-                  {"target": "t", "explainer": "f", "layers": []}])
-    assert out.height == 2
-    row = out.row(0, named=True)
-    assert row == {"target": "t", "explainer": "e", "layers": "3->2, 7->5", "projection": "none",
-                   "sae_pattern_similarity": 50.0, "sae_pattern_sd": 20.0,
-                   "dot_product_similarity": 85.62, "dot_product_sd": 20.0, "tokens": 150, "features": 5}
-    empty = out.row(1, named=True)
-    assert empty["dot_product_similarity"] is None and empty["tokens"] == 0 and empty["projection"] == "none"
 
 
 class BosTokenizer:

@@ -11,20 +11,19 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
 from conftest import offline_env
+
 from introspect.models.chat import GEMMA3
-from introspect.models.registry import ModelInfo, ModelRegistryError, ModelSpec
+from introspect.models.loading import load_model
 from introspect.models.materialise import (
     _atomic_save,
     _check_against_registry,
     locate_gguf,
     materialise_model,
-    materialise_tokenizer,
     prompt_logits,
     verify_logits,
 )
-from introspect.models.loading import load_model
+from introspect.models.registry import ModelInfo, ModelRegistryError, ModelSpec
 
 TINY = ModelSpec(name="tiny", source="random", architecture="llama", tokenizer="smollm2-135m",
                  n_layers=3, hidden_size=32, seed=7)
@@ -128,7 +127,7 @@ def test_hub_failure_is_one_actionable_error(tmp_path):
                           env=offline_env(HF_HOME=str(tmp_path / "hf")))
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("introspect.models.ModelRegistryError: could not download meta-llama/Llama-3.1-8B@main "
+    assert last.startswith("introspect.models.registry.ModelRegistryError: could not download meta-llama/Llama-3.1-8B@main "
                            "for models.llama")
     assert "HF_TOKEN" in last
     assert not (tmp_path / "tok").exists()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
 from conftest import REPO, output_of, run_snakemake
+
 from introspect.models.loading import load_model
 from introspect.models.materialise import package_dir, prompt_logits
 

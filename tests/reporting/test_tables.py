@@ -10,7 +10,6 @@ import pytest
 from scipy import stats
 
 from introspect.explainers.statements import causal_explanation
-from introspect.scoring.causal import score_causal
 from introspect.reporting.tables import (
     build_metric_table,
     format_cell,
@@ -19,6 +18,7 @@ from introspect.reporting.tables import (
     to_markdown,
     write_table,
 )
+from introspect.scoring.causal import score_causal
 
 A = [1, 1, 1, 0, 1, 1, 1, 1]  # mean 0.875
 B = [1, 0, 1, 0, 1, 1, 0, 1]  # mean 0.625; paired with A: p ~ 0.17 (not different)

@@ -1,4 +1,4 @@
-"""Causal-task metrics: parsing of explainer outputs, exact/content match, has-changed F1, mean +- SE, bolding."""
+"""Causal-task answers and metrics: parsing of explainer outputs, exact/content match, has-changed F1, mean +- SE."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from introspect.explainers.hints import hint_explanation
 from introspect.explainers.statements import CausalExplanation, causal_explanation, parse_causal
 from introspect.reporting.statistics import bootstrap_se, mean_se, paired_best
-from introspect.scoring.causal import content_match, exact_match, has_changed_f1, score_causal
+from introspect.scoring.causal import exact_match, has_changed_f1, score_causal
 
 CHANGED = CausalExplanation(has_changed=True, content="Paris", valid=True)
 UNCHANGED = CausalExplanation(has_changed=False, content="Paris", valid=True)
@@ -197,3 +198,11 @@ def test_paired_best_with_a_reference_and_errors():
         paired_best({"a": a, "nan": np.full(8, np.nan)})
     with pytest.raises(ValueError, match="reference row 'x'"):
         paired_best({"a": a}, reference="x")
+
+
+def test_letter_explanations_score_with_unparseable_outputs():
+    golds = [hint_explanation({"has_changed": c, "answer_plain": a}) for c, a in [(True, "A"), (False, "C"), (True, "D")]]
+    preds = ["The output would change to <<<Answer: A>>>.", "The output would remain unchanged from <<<Answer: B>>>.",
+             "Answer: D"]
+    s = score_causal(preds, golds, n_boot=50)
+    assert list(s["exact"]) == [1, 0, 0] and list(s["changed_correct"]) == [1, 1, 0] and s["n_invalid"] == 1

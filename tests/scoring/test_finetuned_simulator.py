@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from introspect.scoring.simulators import Exemplar, FinetunedSimulator, SimulatorError  # noqa: E402
-
 from conftest import REPO  # noqa: E402
+
+from introspect.scoring.simulators import Exemplar, FinetunedSimulator, SimulatorError  # noqa: E402
 
 SHIPPED = REPO / "resources" / "models" / "smollm2-135m"
 PROMPT = "## Neuron Description: cities\n\n ## Input: "

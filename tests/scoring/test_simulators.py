@@ -7,6 +7,7 @@ import math
 import threading
 
 import pytest
+from openai_stub import TOKEN_LINE, StubServer
 
 from introspect.scoring.simulators import (
     Exemplar,
@@ -16,7 +17,6 @@ from introspect.scoring.simulators import (
     simulation_messages,
     simulation_score,
 )
-from openai_stub import TOKEN_LINE, StubServer
 
 KEY = "sk-test-secret-0123456789"
 MODEL = "stub-simulator"

@@ -8,8 +8,8 @@ import re
 
 import polars as pl
 import pytest
-
 from conftest import REPO
+
 from introspect.sources.corpus import (
     CorpusError,
     Document,

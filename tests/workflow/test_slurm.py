@@ -27,6 +27,7 @@ import yaml
 pytestmark = pytest.mark.slurm
 
 from conftest import REPO
+
 SNAKEFILE = REPO / "Snakefile"
 PROFILE = REPO / "profiles" / "slurm"
 SMOKE = REPO / "configs" / "smoke.yaml"

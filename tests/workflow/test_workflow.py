@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+import shutil
+import subprocess
+import zipfile
 
 import pytest
-
-from conftest import REPO, SMOKE, output_of, run_snakemake, write_config
+from conftest import REPO, SMOKE, SNAKEMAKE, offline_env, output_of, run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +166,58 @@ def test_up_to_date_workflow_has_nothing_to_do(smoke_run):
     assert proc.returncode == 0, output_of(proc)
     assert planned_jobs(output_of(proc)) == {}
     assert "Nothing to be done" in output_of(proc)
+
+
+REPORTED = ["table1", "table2", "table3", "table4", "table5", "table6", "table7", "features_sae", "figure5", "figure6",
+            "figure7"]
+
+
+def test_report_holds_every_table_and_figure_with_its_caption(smoke_run):
+    report = smoke_run / "report.zip"
+    proc = run_snakemake(smoke_run, "--report", str(report))
+    assert proc.returncode == 0, output_of(proc)[-3000:]
+    with zipfile.ZipFile(report) as archive:
+        names = archive.namelist()
+        text = "\n".join(archive.read(n).decode("utf-8", "replace") for n in names
+                         if n.endswith((".html", ".js", ".json")))
+    for name in REPORTED:
+        kind = "png" if name.startswith("figure") else "html"
+        assert any(n.endswith(f"/{name}.{kind}") for n in names), f"{name}.{kind} is not in the report"
+        caption = (REPO / "report" / f"{name}.rst").read_text().split()[:6]
+        assert " ".join(caption).replace("**", "") in text.replace("<strong>", "").replace("</strong>", ""), name
+    table = next(n for n in names if n.endswith("/table2.html"))
+    with zipfile.ZipFile(report) as archive:
+        page = archive.read(table).decode()
+    assert "<table>" in page and "Table 2" in page  # shown as a table, not a file link
+    for category in ("Feature descriptions", "Activation patching", "Input ablation"):
+        assert category in text
+
+
+def test_editing_library_code_reruns_only_the_jobs_that_import_it(smoke_run, tmp_path):
+    copy = tmp_path / "repo"
+    for name in ("Snakefile", "config.yaml", "rules", "workflow_scripts", "lib", "schemas", "report", "profiles"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, copy / name)
+
+    def dry_run() -> dict[str, int]:
+        cmd = [str(SNAKEMAKE), "-s", str(copy / "Snakefile"), "--directory", str(smoke_run), "--configfile",
+               str(SMOKE), "--cores", "1", "-n", "--rerun-triggers", "params"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=offline_env())
+        assert proc.returncode == 0, output_of(proc)[-3000:]
+        return planned_jobs(output_of(proc))
+
+    assert dry_run() == {}  # the same code in another folder: nothing to do
+    figures = copy / "lib/introspect/reporting/figures.py"
+    figures.write_text(figures.read_text() + "\n# an edit\n")
+    assert dry_run() == {"figure5_7": 1, "figure6": 1}
+    balance = copy / "lib/introspect/groundtruth/balance.py"
+    balance.write_text(balance.read_text() + "\n# an edit\n")
+    jobs = dry_run()
+    assert jobs["patching_dataset"] == 2 and jobs["hints_dataset"] == 2
+    assert not {"patching_sweep", "hints_run", "features_sae", "materialise_model"} & set(jobs)
 
 
 # Runs after the tests above (file order): it leaves tiny-gemma3's downstream outputs out of date.

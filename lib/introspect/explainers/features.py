@@ -43,7 +43,8 @@ def train_feature_explainer(train: pl.DataFrame, model_dir: str, out_dir: str, t
                             chat: bool, settings: dict, seed: int, device: str = "cpu",
                             projection_weights: dict[int, torch.Tensor] | None = None,
                             target_model: str | None = None) -> list[float]:
-    """Fine-tune an explainer on (vector, layer, label) rows through the shared path (:func:`introspect.explainers.training.fit_explainer`).
+    """Fine-tune an explainer on (vector, layer, label) rows through the shared path
+    (:func:`introspect.explainers.training.fit_explainer`).
 
     `target_model` (the target's model folder) is recorded in the checkpoint so that ``introspect describe``
     can read activations of new text from it."""

@@ -260,6 +260,12 @@ class VectorExplainer(nn.Module):
         out_dir.mkdir(parents=True, exist_ok=True)
         self.lm.save_pretrained(out_dir / "lm")
         self.tokenizer.save_pretrained(out_dir / "lm")
+        adapter = out_dir / "lm" / "adapter_config.json"
+        if adapter.exists():  # PEFT writes target_modules in set order, which changes between processes
+            fields = json.loads(adapter.read_text())
+            if isinstance(fields.get("target_modules"), list):
+                fields["target_modules"] = sorted(fields["target_modules"])
+                adapter.write_text(json.dumps(fields, indent=2, sort_keys=True))
         if self.projections:
             save_file({k: p.weight.detach().float().cpu().contiguous() for k, p in self.projections.items()},
                       out_dir / PROJECTION_FILE)

@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from introspect.schemas import FEATURE_TOKENS
+from introspect.tensorfiles import save_tensors
 
 log = logging.getLogger(__name__)
 
@@ -198,14 +199,7 @@ def cache_layer(model, tokenizer, tokens: pl.DataFrame, layer: int, batch_size: 
 
 
 def save_cache(tensors: dict[str, torch.Tensor], path: str | Path, layer: int) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"layer": str(layer)})
-    tmp.replace(path)
-    return path
+    return save_tensors(tensors, path, {"layer": str(layer)})
 
 
 def load_cache(path: str | Path, tokens: pl.DataFrame | None = None) -> torch.Tensor:

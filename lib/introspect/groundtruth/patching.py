@@ -25,7 +25,6 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-
 log = logging.getLogger(__name__)
 
 

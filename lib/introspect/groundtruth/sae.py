@@ -26,6 +26,8 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from introspect.tensorfiles import save_tensors
+
 log = logging.getLogger(__name__)
 
 
@@ -104,18 +106,11 @@ class SAE(torch.nn.Module):
         return {name: t.contiguous().cpu() for name, t in out.items()}
 
     def save(self, path: str | Path, **metadata: str) -> Path:
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"activation": self.activation, "input_scale": repr(self.input_scale),
                 "subtract_decoder_bias": str(self.subtract_decoder_bias).lower(), **metadata}
         if self.k:
             meta["k"] = str(self.k)
-        tmp = path.with_suffix(".tmp")
-        save_file(self.tensors(), str(tmp), metadata=meta)
-        tmp.replace(path)
-        return path
+        return save_tensors(self.tensors(), path, meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "SAE":

@@ -1,4 +1,4 @@
-"""The paper's tables as frames: Table 1 and 4 (features), 2 and 3 (causal explainers), 5 (similarity), 6 and 7 (datasets).
+"""The paper's tables as frames: Tables 1 and 4 (features), 2 and 3 (causal explainers), 5, 6 and 7 (data).
 
 Each function takes the per-item predictions or statistics that its rule reads and returns the table as a
 polars DataFrame; :mod:`introspect.reporting.tables` writes it as CSV and Markdown. Nothing here imports torch.
@@ -17,55 +17,91 @@ from introspect.schemas import TOKEN_TYPES
 log = logging.getLogger(__name__)
 
 
-def table5(entries: Sequence[dict]) -> pl.DataFrame:
-    """One row per (target, explainer): per-layer statistics averaged over layers, in percent."""
-    out = []
-    for entry in entries:
-        layers = entry["layers"]
-
-        def mean(key):
-            values = [l[key] for l in layers if l[key] is not None]
-            return round(100 * float(np.mean(values)), 2) if values else None
-
-        out.append({"target": entry["target"], "explainer": entry["explainer"],
-                    "layers": ", ".join(f"{l['layer']}->{l['explainer_layer']}" for l in layers),
-                    "projection": layers[0]["projection"] if layers else "none",
-                    "sae_pattern_similarity": mean("pattern_mean"), "sae_pattern_sd": mean("pattern_sd"),
-                    "dot_product_similarity": mean("dot_mean"), "dot_product_sd": mean("dot_sd"),
-                    "tokens": sum(l["tokens"] for l in layers), "features": sum(l["features"] for l in layers)})
-    return pl.DataFrame(out, schema={"target": pl.String, "explainer": pl.String, "layers": pl.String,
-                                     "projection": pl.String, "sae_pattern_similarity": pl.Float64,
-                                     "sae_pattern_sd": pl.Float64, "dot_product_similarity": pl.Float64,
-                                     "dot_product_sd": pl.Float64, "tokens": pl.Int64, "features": pl.Int64})
+TABLE1_METRICS = ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")
 
 
-def table6(datasets: dict[str, "pl.DataFrame"]) -> "pl.DataFrame":
-    """Rows per target x split x token type x layer chunk, with the unchanged / changed counts (Table 6).
+def table1_frame(scores: pl.DataFrame, alpha: float = 0.05, metrics: Sequence[str] = TABLE1_METRICS) -> pl.DataFrame:
+    """Table 1 from long per-item scores (row, item_id, metric, value): mean +- SE x 100 per row and metric,
+    best by paired t-test among the rows that have the metric (gold labels have SAE columns only)."""
+    from introspect.reporting.tables import build_metric_table
 
-    The five named token types come first; every other token is its own type (appendix E.2).
-    """
-    import polars as pl
+    rows = list(dict.fromkeys(scores["row"].to_list()))
+    table = pl.DataFrame({"row": rows})
+    for metric in metrics:
+        part = scores.filter(pl.col("metric") == metric)
+        if part.height == 0:
+            continue
+        built = build_metric_table(part, [metric], scale=100.0, alpha=alpha).drop("n")
+        table = table.join(built, on="row", how="left", maintain_order="left")
+    return table
 
-    frames = []
-    for target, df in datasets.items():
-        counts = (
-            df.with_columns(pl.col("layers").list.eval(pl.element().cast(pl.String)).list.join(",").alias("layer"))
-            .group_by(["split", "token_type", "chunk", "layer"])
-            .agg(unchanged=(~pl.col("has_changed")).sum().cast(pl.Int64),
-                 changed=pl.col("has_changed").sum().cast(pl.Int64))
-            .with_columns(pl.lit(target).alias("target"))
-        )
-        frames.append(counts)
-    table = pl.concat(frames)
-    rank = {name: i for i, name in enumerate(TOKEN_TYPES)}
-    table = table.with_columns(
-        pl.col("split").replace_strict({"train": 0, "test": 1}, return_dtype=pl.Int64).alias("_split"),
-        pl.col("token_type").replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_type"),
-    ).sort(["target", "_split", "_type", "token_type", "chunk"])
-    # other tokens are shown quoted and escaped, so that "\n" or " of" stay readable in CSV and Markdown
-    shown = pl.col("token_type").map_elements(
-        lambda t: t if t in rank else repr(t).replace("|", "\\|"), return_dtype=pl.String)
-    return table.with_columns(shown).select("target", "split", "token_type", "layer", "unchanged", "changed")
+
+def answer_diversity(predictions: pl.DataFrame, items: pl.DataFrame) -> dict[str, int]:
+    """How many different descriptions a method gave for the held-out SAE items, and how many equal the gold
+    label (whitespace and case ignored): a collapsed explainer (one answer for every vector, which the
+    embedding judge still credits when the answer has the labels' form) shows up here, not in the means."""
+    def norm(text):
+        return " ".join(str(text).split()).lower()
+
+    gold = dict(zip(items["item_id"].to_list(), items["label"].to_list()))
+    answers = predictions.select("item_id", "prediction").unique("item_id", keep="first", maintain_order=True)
+    missing = set(gold) - set(answers["item_id"].to_list())
+    if missing:
+        raise ValueError(f"{len(missing)} held-out items have no prediction (e.g. {sorted(missing)[0]}); rebuild "
+                         "the method's predictions")
+    answers = answers.filter(pl.col("item_id").is_in(list(gold)))
+    ids, texts = answers["item_id"].to_list(), [norm(t) for t in answers["prediction"].to_list()]
+    return {"items": len(ids), "distinct": len(set(texts)),
+            "exact": sum(t == norm(gold[i]) for i, t in zip(ids, texts))}
+
+
+FEATURE_TABLE_LABELS = {"sae_judge": "SAE (judge)", "sae_simulator": "SAE (simulator)",
+                        "act_simulator": "ACT (simulator)", "dact_simulator": "dACT (simulator)",
+                        "sae_distinct": "SAE distinct answers", "sae_exact": "SAE exact label"}
+
+
+def feature_table(scores: dict[str, pl.DataFrame], predictions: dict[str, pl.DataFrame], items: pl.DataFrame,
+                  names: dict[str, str], metrics: Sequence[str]) -> pl.DataFrame:
+    """Table 1 or Table 4: each method's per-item scores (long frames, in row order) as mean +- SE x 100 with
+    the paper's bold, plus its number of distinct answers and of exact gold labels on the held-out SAE items.
+
+    `names` maps a method to its row name (baselines get their display names); SelfIE, which has several
+    candidates per item (one per scale), has no single answer to count."""
+    long = pl.concat([df.with_columns(row=pl.lit(names.get(method, method))) for method, df in scores.items()])
+    long = long.filter(pl.col("metric").is_in(list(metrics)))
+    table = table1_frame(long.select("row", "item_id", "metric", "value"), metrics=metrics)
+    diversity = []
+    for method, df in predictions.items():
+        if method == "selfie":
+            continue
+        counts = answer_diversity(df, items)
+        log.info("%s: %d distinct answers, %d exact gold labels for %d held-out SAE features", method,
+                 counts["distinct"], counts["exact"], counts["items"])
+        diversity.append({"row": names.get(method, method), "sae_distinct": counts["distinct"],
+                          "sae_exact": counts["exact"]})
+    counts = pl.DataFrame(diversity, schema={"row": pl.String, "sae_distinct": pl.Int64, "sae_exact": pl.Int64})
+    return table.join(counts, on="row", how="left", maintain_order="left")
+
+
+def write_feature_table(table: pl.DataFrame, csv_path: str, md_path: str, *, title: str, target: str, judge: str,
+                        simulator: str, metrics: Sequence[str], n_items: int) -> None:
+    """Write Table 1 or 4 (built by :func:`feature_table`) as CSV and Markdown, with its notes."""
+    from introspect.reporting.tables import write_table
+
+    simulated = any(m.endswith("_simulator") for m in metrics)
+    write_table(
+        table, csv_path, md_path,
+        title=f"{title}: describing {target}'s features (mean ± SE x 100)",
+        notes=[f"LM judge: {judge} backend"
+               + (f"; simulator: {simulator} backend, |Pearson| (as the authors compute it) on the held-out half "
+                  "of each item's exemplars" if simulated else "")
+               + ". SelfIE: the best of its scales per item (an upper bound, as in the paper). Bold: not significantly "
+               "worse than the best row of the column (paired t-test, p >= 0.05). Distinct answers / exact label: "
+               f"how many different descriptions a method gave for the {n_items} held-out SAE features and how "
+               "many equal the gold label (case and spaces ignored); a trained explainer that answers the same "
+               "thing for every vector has 1."],
+        labels=FEATURE_TABLE_LABELS,
+    )
 
 
 def causal_table(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame],
@@ -109,13 +145,23 @@ def table2_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.
     return causal_table(rows, predictions, group_by="target")
 
 
+def table3_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame]) -> pl.DataFrame:
+    """Table 3: per explainer (the paper sorts this table by explainer), each target's metrics, best marked."""
+    from introspect.reporting.paper_tables import causal_table
+
+    first = {}
+    for _, explainer, _ in rows:
+        first.setdefault(explainer, len(first))
+    order = sorted(range(len(rows)), key=lambda i: first[rows[i][1]])  # stable: config order within one
+    return causal_table([rows[i] for i in order], [predictions[i] for i in order], group_by="explainer")
+
+
 CAUSAL_TABLES = {
     "table2": ("Table 2: activation-patching outcomes explained (exact match, has-changed F1, content match)",
                "target", "explainer (variant)", "the same target"),
     "table3": ("Table 3: input-ablation (hint) outcomes explained (exact match, has-changed F1, content match); "
                "sorted by explainer, as in the paper", "explainer", "target (variant)", "the same explainer"),
 }
-
 
 TESTS = {
     "table2": "paired t-test, p >= 0.05",
@@ -139,6 +185,57 @@ def write_causal_table(table: pl.DataFrame, csv_path: str, md_path: str, name: s
     )
 
 
+def table5(entries: Sequence[dict]) -> pl.DataFrame:
+    """One row per (target, explainer): per-layer statistics averaged over layers, in percent."""
+    out = []
+    for entry in entries:
+        layers = entry["layers"]
+
+        def mean(key):
+            values = [l[key] for l in layers if l[key] is not None]
+            return round(100 * float(np.mean(values)), 2) if values else None
+
+        out.append({"target": entry["target"], "explainer": entry["explainer"],
+                    "layers": ", ".join(f"{l['layer']}->{l['explainer_layer']}" for l in layers),
+                    "projection": layers[0]["projection"] if layers else "none",
+                    "sae_pattern_similarity": mean("pattern_mean"), "sae_pattern_sd": mean("pattern_sd"),
+                    "dot_product_similarity": mean("dot_mean"), "dot_product_sd": mean("dot_sd"),
+                    "tokens": sum(l["tokens"] for l in layers), "features": sum(l["features"] for l in layers)})
+    return pl.DataFrame(out, schema={"target": pl.String, "explainer": pl.String, "layers": pl.String,
+                                     "projection": pl.String, "sae_pattern_similarity": pl.Float64,
+                                     "sae_pattern_sd": pl.Float64, "dot_product_similarity": pl.Float64,
+                                     "dot_product_sd": pl.Float64, "tokens": pl.Int64, "features": pl.Int64})
+
+
+def table6(datasets: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Rows per target x split x token type x layer chunk, with the unchanged / changed counts (Table 6).
+
+    The five named token types come first; every other token is its own type (appendix E.2).
+    """
+    import polars as pl
+
+    frames = []
+    for target, df in datasets.items():
+        counts = (
+            df.with_columns(pl.col("layers").list.eval(pl.element().cast(pl.String)).list.join(",").alias("layer"))
+            .group_by(["split", "token_type", "chunk", "layer"])
+            .agg(unchanged=(~pl.col("has_changed")).sum().cast(pl.Int64),
+                 changed=pl.col("has_changed").sum().cast(pl.Int64))
+            .with_columns(pl.lit(target).alias("target"))
+        )
+        frames.append(counts)
+    table = pl.concat(frames)
+    rank = {name: i for i, name in enumerate(TOKEN_TYPES)}
+    table = table.with_columns(
+        pl.col("split").replace_strict({"train": 0, "test": 1}, return_dtype=pl.Int64).alias("_split"),
+        pl.col("token_type").replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_type"),
+    ).sort(["target", "_split", "_type", "token_type", "chunk"])
+    # other tokens are shown quoted and escaped, so that "\n" or " of" stay readable in CSV and Markdown
+    shown = pl.col("token_type").map_elements(
+        lambda t: t if t in rank else repr(t).replace("|", "\\|"), return_dtype=pl.String)
+    return table.with_columns(shown).select("target", "split", "token_type", "layer", "unchanged", "changed")
+
+
 def table7(datasets: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """Changed / unchanged counts per target and split (the paper's Table 7)."""
     frames = [
@@ -151,84 +248,3 @@ def table7(datasets: dict[str, pl.DataFrame]) -> pl.DataFrame:
     table = pl.concat(frames).with_columns(
         pl.col("split").replace_strict({"train": 0, "test": 1}, return_dtype=pl.Int64).alias("_split"))
     return table.sort(["target", "_split"]).select("target", "split", "changed", "unchanged")
-
-
-def table3_frame(rows: Sequence[tuple[str, str, str]], predictions: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """Table 3: per explainer (the paper sorts this table by explainer), each target's metrics, best marked."""
-    from introspect.reporting.paper_tables import causal_table
-
-    first = {}
-    for _, explainer, _ in rows:
-        first.setdefault(explainer, len(first))
-    order = sorted(range(len(rows)), key=lambda i: first[rows[i][1]])  # stable: config order within one
-    return causal_table([rows[i] for i in order], [predictions[i] for i in order], group_by="explainer")
-
-
-TABLE1_METRICS = ("sae_judge", "sae_simulator", "act_simulator", "dact_simulator")
-
-
-def table1_frame(scores: pl.DataFrame, alpha: float = 0.05, metrics: Sequence[str] = TABLE1_METRICS) -> pl.DataFrame:
-    """Table 1 from long per-item scores (row, item_id, metric, value): mean +- SE x 100 per row and metric,
-    best by paired t-test among the rows that have the metric (gold labels have SAE columns only)."""
-    from introspect.reporting.tables import build_metric_table
-
-    rows = list(dict.fromkeys(scores["row"].to_list()))
-    table = pl.DataFrame({"row": rows})
-    for metric in metrics:
-        part = scores.filter(pl.col("metric") == metric)
-        if part.height == 0:
-            continue
-        built = build_metric_table(part, [metric], scale=100.0, alpha=alpha).drop("n")
-        table = table.join(built, on="row", how="left", maintain_order="left")
-    return table
-
-
-FEATURE_TABLE_LABELS = {"sae_judge": "SAE (judge)", "sae_simulator": "SAE (simulator)", "act_simulator": "ACT (simulator)",
-                        "dact_simulator": "dACT (simulator)", "sae_distinct": "SAE distinct answers",
-                        "sae_exact": "SAE exact label"}
-
-
-def feature_table(scores: dict[str, pl.DataFrame], predictions: dict[str, pl.DataFrame], items: pl.DataFrame,
-                  names: dict[str, str], metrics: Sequence[str]) -> pl.DataFrame:
-    """Table 1 or Table 4: each method's per-item scores (long frames, in row order) as mean +- SE x 100 with
-    the paper's bold, plus its number of distinct answers and of exact gold labels on the held-out SAE items.
-
-    `names` maps a method to its row name (baselines get their display names); SelfIE, which has several
-    candidates per item (one per scale), has no single answer to count."""
-    from introspect.scoring.features import answer_diversity
-
-    long = pl.concat([df.with_columns(row=pl.lit(names.get(method, method))) for method, df in scores.items()])
-    long = long.filter(pl.col("metric").is_in(list(metrics)))
-    table = table1_frame(long.select("row", "item_id", "metric", "value"), metrics=metrics)
-    diversity = []
-    for method, df in predictions.items():
-        if method == "selfie":
-            continue
-        counts = answer_diversity(df, items)
-        log.info("%s: %d distinct answers, %d exact gold labels for %d held-out SAE features", method,
-                 counts["distinct"], counts["exact"], counts["items"])
-        diversity.append({"row": names.get(method, method), "sae_distinct": counts["distinct"],
-                          "sae_exact": counts["exact"]})
-    counts = pl.DataFrame(diversity, schema={"row": pl.String, "sae_distinct": pl.Int64, "sae_exact": pl.Int64})
-    return table.join(counts, on="row", how="left", maintain_order="left")
-
-
-def write_feature_table(table: pl.DataFrame, csv_path: str, md_path: str, *, title: str, target: str, judge: str,
-                        simulator: str, metrics: Sequence[str], n_items: int) -> None:
-    """Write Table 1 or 4 (built by :func:`feature_table`) as CSV and Markdown, with its notes."""
-    from introspect.reporting.tables import write_table
-
-    simulated = any(m.endswith("_simulator") for m in metrics)
-    write_table(
-        table, csv_path, md_path,
-        title=f"{title}: describing {target}'s features (mean ± SE x 100)",
-        notes=[f"LM judge: {judge} backend"
-               + (f"; simulator: {simulator} backend, |Pearson| (as the authors compute it) on the held-out half "
-                  "of each item's exemplars" if simulated else "")
-               + ". SelfIE: the best of its scales per item (an upper bound, as in the paper). Bold: not significantly "
-               "worse than the best row of the column (paired t-test, p >= 0.05). Distinct answers / exact label: "
-               f"how many different descriptions a method gave for the {n_items} held-out SAE features and how "
-               "many equal the gold label (case and spaces ignored); a trained explainer that answers the same "
-               "thing for every vector has 1."],
-        labels=FEATURE_TABLE_LABELS,
-    )

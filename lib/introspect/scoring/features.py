@@ -56,22 +56,3 @@ def judge_best(judge, candidates: Sequence[Sequence[str]], expected: Sequence[st
         out.append(max(valid) if valid else None)
         start += len(texts)
     return out
-
-
-def answer_diversity(predictions: pl.DataFrame, items: pl.DataFrame) -> dict[str, int]:
-    """How many different descriptions a method gave for the held-out SAE items, and how many equal the gold
-    label (whitespace and case ignored): a collapsed explainer (one answer for every vector, which the
-    embedding judge still credits when the answer has the labels' form) shows up here, not in the means."""
-    def norm(text):
-        return " ".join(str(text).split()).lower()
-
-    gold = dict(zip(items["item_id"].to_list(), items["label"].to_list()))
-    answers = predictions.select("item_id", "prediction").unique("item_id", keep="first", maintain_order=True)
-    missing = set(gold) - set(answers["item_id"].to_list())
-    if missing:
-        raise ValueError(f"{len(missing)} held-out items have no prediction (e.g. {sorted(missing)[0]}); rebuild "
-                         "the method's predictions")
-    answers = answers.filter(pl.col("item_id").is_in(list(gold)))
-    ids, texts = answers["item_id"].to_list(), [norm(t) for t in answers["prediction"].to_list()]
-    return {"items": len(ids), "distinct": len(set(texts)),
-            "exact": sum(t == norm(gold[i]) for i, t in zip(ids, texts))}

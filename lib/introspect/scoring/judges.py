@@ -112,15 +112,17 @@ class EmbeddingJudge:
 
 
 class OpenAIJudge:
-    """The A.2 prompt on an OpenAI-compatible server; requests cached and retried as in OpenAISimulator."""
+    """The A.2 prompt on an OpenAI-compatible server, through the cached, retried chat client."""
 
     def __init__(self, model: str = "gpt-4.1-mini", *, cache_dir, base_url: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", **options):
-        from introspect.scoring.simulators import OpenAISimulator
+        from introspect.clients.openai_compatible import CachedChatClient
+        from introspect.scoring.simulators import SimulatorError
 
+        options.pop("max_concurrency", None)  # one request at a time
         self.model = model
-        self._client = OpenAISimulator(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
-                                       **options)
+        self._client = CachedChatClient(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
+                                        role="judge", error=SimulatorError, **options)
         self.invalid_replies = 0
 
     def scores(self, predicted: Sequence[str], expected: Sequence[str]) -> list[float | None]:
@@ -130,7 +132,7 @@ class OpenAIJudge:
         for p, e in zip(predicted, expected):
             request = {"model": self.model, "temperature": 0.0,
                        "messages": [{"role": "user", "content": JUDGE_PROMPT.format(predicted=p, expected=e)}]}
-            body, path = self._client._cached_reply(request)
+            body, path = self._client.reply(request)
             rating = parse_rating(completion_content(body))
             if rating is None:
                 self.invalid_replies += 1

@@ -35,22 +35,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from introspect.clients.openai_compatible import (
-    DEFAULT_BASE_URL,
-    DUMMY_API_KEY,
-    RETRY_STATUS,
-    completion_content,
-    request_key,
-)
+from introspect.clients.openai_compatible import CachedChatClient, ClientError, completion_content
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +60,7 @@ Answer with exactly one line per token, in the listed order, of the form `index<
 is an integer from 0 to {MAX_VALUE}. Write nothing else."""
 
 
-class SimulatorError(RuntimeError):
+class SimulatorError(ClientError):
     """No predictions can be had (server down or refusing, key unset); the message says what to do."""
 
 
@@ -164,27 +155,32 @@ class OpenAISimulator(Simulator):
                  max_retry_delay: float = 60.0) -> None:
         if max_retries < 0 or max_concurrency < 1 or timeout <= 0:
             raise ValueError("OpenAISimulator needs max_retries >= 0, max_concurrency >= 1 and timeout > 0")
-        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
-        self.cache_dir = Path(cache_dir)
-        self.max_retries, self.timeout, self.max_concurrency = max_retries, timeout, max_concurrency
-        self.temperature, self.retry_delay, self.max_retry_delay = temperature, retry_delay, max_retry_delay
+        self.model, self.temperature, self.max_concurrency = model, temperature, max_concurrency
+        self.client = CachedChatClient(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
+                                       max_retries=max_retries, timeout=timeout, retry_delay=retry_delay,
+                                       max_retry_delay=max_retry_delay, role="simulator", error=SimulatorError)
         self.invalid_replies = 0  # exemplars whose reply (fresh or cached) could not be parsed
-        self.http_requests = 0  # requests sent, retries included
-        self.cache_hits = 0
         self._lock = threading.Lock()
-        self._client: Any = None
-        self._api_key: str | None = None
 
     @property
     def server(self) -> str:
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+        return self.client.server
+
+    @property
+    def http_requests(self) -> int:
+        """Requests sent, retries included."""
+        return self.client.http_requests
+
+    @property
+    def cache_hits(self) -> int:
+        return self.client.cache_hits
 
     def predict(self, description: str, exemplars: Sequence[Exemplar]) -> list[list[float] | None]:
         def one(i: int) -> list[float] | None:
             ex = exemplars[i]
             request = {"model": self.model, "messages": simulation_messages(description, ex.tokens),
                        "temperature": self.temperature}
-            body, path = self._cached_reply(request)
+            body, path = self.client.reply(request)
             values = parse_reply(completion_content(body), len(ex.tokens))
             if values is None:
                 with self._lock:
@@ -197,81 +193,6 @@ class OpenAISimulator(Simulator):
             return [one(i) for i in range(len(exemplars))]
         with concurrent.futures.ThreadPoolExecutor(min(self.max_concurrency, len(exemplars))) as pool:
             return list(pool.map(one, range(len(exemplars))))
-
-    def _cached_reply(self, request: dict[str, Any]) -> tuple[str, Path]:
-        """The raw response body for `request`, from the cache or else from the server (then cached)."""
-        path = self.cache_dir / f"{request_key(request)}.json"
-        if path.exists():
-            try:
-                body = json.loads(path.read_text(encoding="utf-8"))["body"]
-                if isinstance(body, str):
-                    with self._lock:
-                        self.cache_hits += 1
-                    return body, path
-            except (OSError, ValueError, LookupError, TypeError):
-                pass
-            log.warning("simulator cache file %s is damaged; sending the request again", path)
-        body = self._send(request)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"request": request, "body": body}, f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return body, path
-
-    def _openai_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                import openai
-
-                if self.api_key_env is None:
-                    key = DUMMY_API_KEY
-                else:
-                    key = os.environ.get(self.api_key_env, "")
-                    if not key:
-                        raise SimulatorError(
-                            f"environment variable {self.api_key_env} is not set: export it with the API key for "
-                            f"{self.server}, or set api_key_env to null for a local server that needs no key")
-                self._api_key = key
-                self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0,
-                                             timeout=self.timeout)
-            return self._client
-
-    def _send(self, request: dict[str, Any]) -> str:
-        """POST one chat completion with bounded retries; the raw response body."""
-        import openai
-
-        client = self._openai_client()
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay))
-            with self._lock:
-                self.http_requests += 1
-            try:
-                return client.chat.completions.with_raw_response.create(**request).text
-            except openai.APIStatusError as exc:
-                if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
-                    raise SimulatorError(self._failure(exc, "the server refused the request; check the model "
-                                                            "name, the URL and the key")) from exc
-                last = exc
-            except openai.APIConnectionError as exc:  # timeouts included
-                last = exc
-            log.warning("simulator request to %s failed (try %d of %d): %s", self.server, attempt + 1,
-                        self.max_retries + 1, self._redact(f"{type(last).__name__}: {last}"))
-        raise SimulatorError(self._failure(last, f"gave up after {self.max_retries + 1} tries; check that the "
-                                                 "server is up, or raise max_retries / timeout"))
-
-    def _failure(self, exc: Exception | None, advice: str) -> str:
-        return self._redact(f"simulator request to {self.server} (model {self.model!r}) failed: "
-                            f"{type(exc).__name__}: {exc}; {advice}")
-
-    def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key and self._api_key != DUMMY_API_KEY else text
 
 
 FINETUNED_SIMULATOR_ID = "Transluce/features_explain_llama3.1_8b_simulator"

@@ -138,6 +138,8 @@ def download_llamascope_layer(
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import save_file
 
+    from introspect.tensorfiles import canonical_header
+
     if dtype is not None and dtype not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {DTYPE_NAMES} or None, got {dtype!r}")
     out_path = Path(out_path)
@@ -201,7 +203,7 @@ def download_llamascope_layer(
         "hook_point_in": str(hyperparams.get("hook_point_in", "")),
         "hyperparams": json.dumps(hyperparams, sort_keys=True),
     }
-    _atomic_write(out_path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _atomic_write(out_path, lambda tmp: (save_file(tensors, str(tmp), metadata=metadata), canonical_header(tmp)))
     log.info("wrote %d features x %d dims of %s (layer %d) to %s", n_features, d_model, repo_id, layer, out_path)
     return out_path
 
@@ -331,6 +333,8 @@ def download_gemmascope_layer(repo_id: str, layer: int, out_path: str | Path, fi
     import torch
     from safetensors.torch import save_file
 
+    from introspect.tensorfiles import canonical_header
+
     out_path = Path(out_path)
     filename = file_pattern.format(layer=layer)
     where = f"{repo_id}/{filename}" + (f"@{revision}" if revision else "")
@@ -361,7 +365,7 @@ def download_gemmascope_layer(repo_id: str, layer: int, out_path: str | Path, fi
     metadata = {"format": "introspect-sae-features", "source": str(repo_id), "revision": revision or "main",
                 "file": filename, "layer": str(layer), "n_features": str(n_features), "d_model": str(d_model),
                 "input_norm": "none"}
-    _atomic_write(out_path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _atomic_write(out_path, lambda tmp: (save_file(tensors, str(tmp), metadata=metadata), canonical_header(tmp)))
     log.info("wrote %d features x %d dims of %s (layer %d) to %s", n_features, d_model, repo_id, layer, out_path)
     return out_path
 

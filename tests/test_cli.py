@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_llama
 from safetensors.torch import save_file
 
-from conftest import tiny_llama
 from introspect.cli import main, read_vectors, text_activation
 
 

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import yaml
+from conftest import REPO
 
 from introspect.config import ConfigError, check_config
-from conftest import REPO
 
 SHIPPED = ["config.yaml", "configs/smoke.yaml", "configs/paper.yaml"]
 
