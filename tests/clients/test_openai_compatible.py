@@ -24,8 +24,8 @@ def server():
 
 def client(server, tmp_path, monkeypatch, **kw) -> CachedChatClient:
     monkeypatch.setenv("CLIENT_KEY", KEY)
-    return CachedChatClient("stub", cache_dir=tmp_path, base_url=server.url, api_key_env="CLIENT_KEY",
-                            retry_delay=0.01, role="judge", **kw)
+    return CachedChatClient("stub", cache_dir=tmp_path, base_url=server.url, api_key_env="CLIENT_KEY", role="judge",
+                            **kw)
 
 
 REQUEST = {"model": "stub", "temperature": 0.0, "messages": [{"role": "user", "content": '1\t"cat"'}]}

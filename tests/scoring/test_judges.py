@@ -56,8 +56,7 @@ def test_openai_judge_caches_and_counts_invalid_replies(tmp_path, monkeypatch):
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         monkeypatch.setenv("JUDGE_KEY", "sk-test")
-        judge = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY",
-                            retry_delay=0.01)
+        judge = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY")
         server.script = [429, "prose"]
         assert judge.scores(["cats"], ["felines"]) == [None]  # the stub's prose reply holds no rating
         assert judge.invalid_replies == 1 and judge.http_requests == 2

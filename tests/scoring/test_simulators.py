@@ -39,7 +39,7 @@ def key(monkeypatch):
 
 
 def simulator(server, tmp_path, key, **kw) -> OpenAISimulator:
-    kw = {"max_retries": 3, "timeout": 5.0, "retry_delay": 0.01, **kw}
+    kw = {"max_retries": 3, "timeout": 5.0, **kw}
     return OpenAISimulator(MODEL, base_url=server.url, api_key_env=key, cache_dir=tmp_path / "cache", **kw)
 
 

@@ -9,8 +9,9 @@ holds that body and the raw HTTP response body, valid or not, so re-parsing is d
 written atomically (temporary file, then ``os.replace``), so a killed run loses no finished request and a
 rerun makes no HTTP request for them. Neither cache files nor logs hold the API key, which is read from
 the environment variable ``api_key_env`` only when a request has to be sent (a fully cached run needs no
-key). Retries: up to ``max_retries`` after the first try, with exponential backoff from ``retry_delay``
-seconds, on 408/409/429, 5xx, timeouts and connection errors; other HTTP errors (401, 404, ...) fail at once.
+key). Retries are the OpenAI client's own (``max_retries`` after the first try; backoff from 0.5 s doubling to
+8 s, or the server's ``Retry-After``) on 408/409/429, 5xx, timeouts and connection errors; other HTTP errors
+(401, 404, ...) fail at once.
 Every try is counted in ``http_requests``, every cached reply in ``cache_hits``. Both failures end in the
 caller's error class (:class:`ClientError` by default) naming the server, the model and the last error, with
 the key redacted.
@@ -24,7 +25,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,12 @@ class CachedChatClient:
 
     def __init__(self, model: str, *, cache_dir: str | Path, base_url: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = 3, timeout: float = 30.0,
-                 retry_delay: float = 1.0, max_retry_delay: float = 60.0, role: str = "chat",
-                 error: type[Exception] = ClientError) -> None:
+                 role: str = "chat", error: type[Exception] = ClientError) -> None:
         if max_retries < 0 or timeout <= 0:
             raise ValueError(f"the {role} client needs max_retries >= 0 and timeout > 0")
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.cache_dir = Path(cache_dir)
         self.max_retries, self.timeout = max_retries, timeout
-        self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self.role, self.error = role, error
         self.http_requests = 0  # requests sent, retries included
         self.cache_hits = 0
@@ -110,6 +108,7 @@ class CachedChatClient:
     def _openai_client(self) -> Any:
         with self._lock:
             if self._client is None:
+                import httpx
                 import openai
 
                 if self.api_key_env is None:
@@ -121,34 +120,39 @@ class CachedChatClient:
                             f"environment variable {self.api_key_env} is not set: export it with the API key for "
                             f"{self.server}, or set api_key_env to null for a local server that needs no key")
                 self._api_key = key
-                self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=0,
-                                             timeout=self.timeout)
+                # The client's own retries (max_retries, backoff from 0.5 s, Retry-After honoured); the hooks
+                # count every try and log every failed answer.
+                http = httpx.Client(event_hooks={"request": [self._count_try], "response": [self._log_status]})
+                self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=self.max_retries,
+                                             timeout=self.timeout, http_client=http)
             return self._client
 
+    def _count_try(self, request: Any) -> None:
+        with self._lock:
+            self.http_requests += 1
+
+    def _log_status(self, response: Any) -> None:
+        if response.status_code >= 400:
+            log.warning("%s request to %s answered HTTP %d", self.role, self.server, response.status_code)
+
     def _send(self, request: dict[str, Any]) -> str:
-        """POST one chat completion with bounded retries; the raw response body."""
+        """POST one chat completion (the client retries); the raw response body."""
         import openai
 
         client = self._openai_client()
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(self.retry_delay * 2 ** (attempt - 1), self.max_retry_delay))
-            with self._lock:
-                self.http_requests += 1
-            try:
-                return client.chat.completions.with_raw_response.create(**request).text
-            except openai.APIStatusError as exc:
-                if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
-                    raise self.error(self._failure(exc, "the server refused the request; check the model "
-                                                        "name, the URL and the key")) from exc
-                last = exc
-            except openai.APIConnectionError as exc:  # timeouts included
-                last = exc
-            log.warning("%s request to %s failed (try %d of %d): %s", self.role, self.server, attempt + 1,
-                        self.max_retries + 1, self._redact(f"{type(last).__name__}: {last}"))
-        raise self.error(self._failure(last, f"gave up after {self.max_retries + 1} tries; check that the "
-                                             "server is up, or raise max_retries / timeout"))
+        tries = self.max_retries + 1
+        try:
+            return client.chat.completions.with_raw_response.create(**request).text
+        except openai.APIStatusError as exc:
+            if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
+                advice = "the server refused the request; check the model name, the URL and the key"
+            else:
+                advice = f"gave up after {tries} tries; check that the server is up, or raise max_retries / timeout"
+            failure = self._failure(exc, advice)
+        except openai.APIConnectionError as exc:  # timeouts included
+            failure = self._failure(exc, f"gave up after {tries} tries; check that the server is up, or raise "
+                                         "max_retries / timeout")
+        raise self.error(failure) from None  # the cause may echo the key: it is in the message, redacted
 
     def _failure(self, exc: Exception | None, advice: str) -> str:
         return self._redact(f"{self.role} request to {self.server} (model {self.model!r}) failed: "

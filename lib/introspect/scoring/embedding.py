@@ -68,7 +68,7 @@ class MiniLM:
 
     def sentences(self, texts: Sequence[str]) -> np.ndarray:
         """Unit sentence embeddings (n, 384), float32."""
-        todo = sorted({t for t in texts if t not in self._sentences}, key=len)
+        todo = sorted({t for t in texts if t not in self._sentences}, key=lambda t: (len(t), t))  # no set order
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             hidden, mask, _ = self._forward(chunk)
@@ -84,7 +84,7 @@ class MiniLM:
     def token_vectors(self, windows: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """Unit contextual vectors (len(window), 384) of each window's target tokens (zero rows: no text)."""
         keys = [tuple(w) for w in windows]
-        todo = sorted({k for k in keys if k not in self._tokens}, key=lambda k: sum(map(len, k)))
+        todo = sorted({k for k in keys if k not in self._tokens}, key=lambda k: (sum(map(len, k)), k))
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             hidden, mask, mapping = self._forward(["".join(k) for k in chunk], offsets=True)

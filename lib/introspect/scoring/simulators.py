@@ -151,14 +151,13 @@ class OpenAISimulator(Simulator):
 
     def __init__(self, model: str, *, cache_dir: str | Path, base_url: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = 3, timeout: float = 30.0,
-                 max_concurrency: int = 1, temperature: float = 0.0, retry_delay: float = 1.0,
-                 max_retry_delay: float = 60.0) -> None:
+                 max_concurrency: int = 1, temperature: float = 0.0) -> None:
         if max_retries < 0 or max_concurrency < 1 or timeout <= 0:
             raise ValueError("OpenAISimulator needs max_retries >= 0, max_concurrency >= 1 and timeout > 0")
         self.model, self.temperature, self.max_concurrency = model, temperature, max_concurrency
         self.client = CachedChatClient(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
-                                       max_retries=max_retries, timeout=timeout, retry_delay=retry_delay,
-                                       max_retry_delay=max_retry_delay, role="simulator", error=SimulatorError)
+                                       max_retries=max_retries, timeout=timeout, role="simulator",
+                                       error=SimulatorError)
         self.invalid_replies = 0  # exemplars whose reply (fresh or cached) could not be parsed
         self._lock = threading.Lock()
 
