@@ -62,6 +62,22 @@ def stage_threads():
     return int(config["compute"].get("threads", 1))
 
 
+def train_processes():
+    """CPU ranks of a training job (compute.processes.train; 1 when not set). On CUDA a job runs one rank per
+    GPU it asks for (compute.gpus.train) instead."""
+    return int(config["compute"].get("processes", {}).get("train", 1))
+
+
+def train_threads():
+    """CPU threads of a training job: at least one per rank it launches."""
+    return max(stage_threads(), train_processes())
+
+
+def checkpoint_every():
+    """Optimiser steps between a training job's checkpoints (compute.checkpoint_every; 0: only on SIGTERM)."""
+    return int(config["compute"].get("checkpoint_every", 0))
+
+
 def stage_gpus(stage):
     """GPUs a job of `stage` asks the scheduler for (config compute.gpus; 0 when not listed)."""
     return int(config["compute"].get("gpus", {}).get(stage, 0))

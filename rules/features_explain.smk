@@ -67,9 +67,11 @@ rule features_train:
         "logs/features_train/{target}/{run}.log",
     benchmark:
         "benchmarks/features_train/{target}/{run}.tsv"
-    threads: stage_threads()
+    threads: train_threads()
     resources:
         gpu=stage_gpus("train"),
+        train_processes=train_processes(),
+        checkpoint_every=checkpoint_every(),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -25,9 +25,11 @@ rule hints_train:
         "logs/hints_train/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/hints_train/{target}/{explainer}/{variant}.tsv"
-    threads: stage_threads()
+    threads: train_threads()
     resources:
         gpu=stage_gpus("train"),
+        train_processes=train_processes(),
+        checkpoint_every=checkpoint_every(),
     conda:
         "../envs/introspect.yaml"
     script:

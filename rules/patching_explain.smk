@@ -29,9 +29,11 @@ rule patching_train:
         "logs/patching_train/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/patching_train/{target}/{explainer}/{variant}.tsv"
-    threads: stage_threads()
+    threads: train_threads()
     resources:
         gpu=stage_gpus("train"),
+        train_processes=train_processes(),
+        checkpoint_every=checkpoint_every(),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -140,24 +140,34 @@ def test_full_tuning_can_freeze_the_embeddings(tiny_dir):
     assert ex.lm.model.layers[0].mlp.up_proj.weight.requires_grad
 
 
-def test_lora_trains_adapters_and_projections_only(tiny_dir, tmp_path):
+def test_lora_trains_adapters_and_pi_l_through_a_low_rank_update(tiny_dir, tmp_path):
+    # paper footnote 6: under LoRA the projection layers are trained via low-rank updates too
     ex = build_explainer(tiny_dir, ExplainerSettings(target_hidden=48, layers=(3,), projection="random",
                                                      tuning="lora", lora_r=4))
     trainable = {n for n, p in ex.named_parameters() if p.requires_grad}
-    assert "projections.3.weight" in trainable
-    assert all("lora_" in n or n.startswith("projections.") for n in trainable)
+    assert {"projections.3.lora_A", "projections.3.lora_B"} <= trainable
+    assert "projections.3.weight" not in trainable
+    assert all("lora_" in n for n in trainable)
     frozen_before = ex.lm.get_input_embeddings().weight.detach().clone()
-    proj_before = ex.projections["3"].weight.detach().clone()
+    proj_before = ex.projections["3"].merged_weight().detach().clone()
     data = toy_data(ex, dim=48)
     history = train_explainer(ex, data, TrainSettings(lr=1e-2, epochs=4, batch_size=4))
     assert history[-1] < history[0]
     assert torch.equal(ex.lm.get_input_embeddings().weight, frozen_before)
-    assert not torch.equal(ex.projections["3"].weight, proj_before)
+    update = ex.projections["3"].merged_weight().detach() - proj_before
+    assert update.abs().max() > 0 and torch.linalg.matrix_rank(update.double(), atol=1e-7) <= 4
     ex.save(tmp_path / "lora")
-    again = load_explainer(tmp_path / "lora")
+    again = load_explainer(tmp_path / "lora")  # the saved Pi_l is the merged matrix
     batch = data.batch([0, 1], ex.tokenizer.pad_token_id)
     with torch.no_grad():
         assert torch.allclose(again(batch), ex(batch), atol=1e-5)
+
+
+def test_lora_with_fully_trained_projections_on_request(tiny_dir):
+    ex = build_explainer(tiny_dir, ExplainerSettings(target_hidden=48, layers=(3,), projection="random",
+                                                     tuning="lora", lora_r=4, projection_tuning="full"))
+    trainable = {n for n, p in ex.named_parameters() if p.requires_grad}
+    assert "projections.3.weight" in trainable and "projections.3.lora_A" not in trainable
 
 
 def test_batched_generation_matches_one_at_a_time(tiny_dir):

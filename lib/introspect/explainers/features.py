@@ -42,7 +42,7 @@ def feature_examples(df: pl.DataFrame, tokenizer, chat: bool, seed: int, with_ta
 def train_feature_explainer(train: pl.DataFrame, model_dir: str, out_dir: str, target_hidden: int, projection: str,
                             chat: bool, settings: dict, seed: int, device: str = "cpu",
                             projection_weights: dict[int, torch.Tensor] | None = None,
-                            target_model: str | None = None) -> list[float]:
+                            target_model: str | None = None, checkpoint_every: int = 0) -> list[float]:
     """Fine-tune an explainer on (vector, layer, label) rows through the shared path
     (:func:`introspect.explainers.training.fit_explainer`).
 
@@ -54,7 +54,7 @@ def train_feature_explainer(train: pl.DataFrame, model_dir: str, out_dir: str, t
     return fit_explainer(train, model_dir, out_dir, lambda df, tok: feature_examples(df, tok, chat, seed),
                          {"target_hidden": target_hidden, "layers": layers, "projection": projection, "chat": chat},
                          settings, seed, device, metadata={"task": "features", "target_model": target_model},
-                         projection_weights=projection_weights)
+                         projection_weights=projection_weights, checkpoint_every=checkpoint_every)
 
 
 def predict_features(items: pl.DataFrame, explainer_path: str, chat: bool, batch_size: int = 16,

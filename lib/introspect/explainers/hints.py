@@ -71,14 +71,14 @@ def predictions_frame(test: pl.DataFrame, predictions: Sequence[str]) -> pl.Data
 
 
 def train_hint_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str, chat: bool, train: dict, seed: int,
-                         device: str = "cpu") -> list[float]:
+                         device: str = "cpu", checkpoint_every: int = 0) -> list[float]:
     """Fine-tune an explainer on the train split (text only) and save the checkpoint; returns the losses."""
     from introspect.explainers.training import fit_explainer, train_split
 
     rows = train_split(dataset, f"hint ({out_dir})")
     return fit_explainer(rows, model_dir, out_dir, lambda df, tok: hint_examples(df, tok, "trained", chat),
                          {"target_hidden": None, "chat": chat}, train, seed, device,
-                         metadata={"task": "hints", "variant": "trained"})
+                         metadata={"task": "hints", "variant": "trained"}, checkpoint_every=checkpoint_every)
 
 
 def predict_hints(dataset: pl.DataFrame, explainer_path: str, variant: str, chat: bool, evaluation: dict,

@@ -63,17 +63,47 @@ class ExplainerSettings:
     # Rescale Pi_l v to this L2 norm before it is written over [v]: None keeps Pi_l v as it is (the authors' code);
     # "embedding" is resolved by build_explainer to the mean norm of the explainer's input-embedding rows.
     vector_norm: float | str | None = None
+    # How Pi_l is trained: lora = a low-rank update of a frozen Pi_l (the paper's footnote 6 for LoRA runs),
+    # full = every entry; auto = lora under LoRA tuning, full under full tuning.
+    projection_tuning: str = "auto"
 
     def __post_init__(self):
         if self.projection not in PROJECTIONS:
             raise ValueError(f"projection must be one of {PROJECTIONS}, got {self.projection!r}")
         if self.tuning not in TUNINGS:
             raise ValueError(f"tuning must be one of {TUNINGS}, got {self.tuning!r}")
+        if self.projection_tuning not in ("auto", *TUNINGS):
+            raise ValueError(f"projection_tuning must be auto, full or lora, got {self.projection_tuning!r}")
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
         if isinstance(self.vector_norm, str) and self.vector_norm != "embedding":
             raise ValueError(f"vector_norm must be a number, 'embedding' or None, got {self.vector_norm!r}")
         if isinstance(self.vector_norm, (int, float)) and not self.vector_norm > 0:
             raise ValueError(f"vector_norm must be positive, got {self.vector_norm}")
+
+
+class LowRankLinear(nn.Module):
+    """A bias-free linear map trained through a low-rank update: ``W = W0 + (alpha / r) B A`` with W0 frozen,
+    A (r x in) initialised as PEFT does and B (out x r) at zero, so training starts from W0 (paper footnote 6:
+    under LoRA, Pi_l is among the parameters trained by low-rank updates)."""
+
+    def __init__(self, base: nn.Linear, r: int, alpha: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=False)
+        out_features, in_features = self.weight.shape
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, dtype=self.weight.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, dtype=self.weight.dtype))
+        self.scale = alpha / r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight) + self.scale * (x @ self.lora_A.T) @ self.lora_B.T
+
+    @staticmethod
+    def merge(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> torch.Tensor:
+        return weight + scale * (lora_b.float() @ lora_a.float()).to(weight.dtype)
+
+    def merged_weight(self) -> torch.Tensor:
+        return self.merge(self.weight, self.lora_A, self.lora_B, self.scale)
 
 
 @dataclasses.dataclass
@@ -187,7 +217,11 @@ class VectorExplainer(nn.Module):
                     proj = nn.Linear(settings.target_hidden, self.hidden, bias=False)
                     if projection_weights is not None:
                         proj.weight.data.copy_(projection_weights[layer])
-                    self.projections[str(layer)] = proj.to(lm.dtype)
+                    proj = proj.to(lm.dtype)
+                    if settings.projection_tuning == "lora" or (settings.projection_tuning == "auto"
+                                                                and settings.tuning == "lora"):
+                        proj = LowRankLinear(proj, settings.lora_r, settings.lora_alpha)
+                    self.projections[str(layer)] = proj
         if settings.tuning == "full" and not settings.train_embeddings:
             # Gemma-3's 262k x 640 embedding is most of its parameters: freezing it halves a CPU step
             for module in (lm.get_input_embeddings(), lm.get_output_embeddings()):
@@ -212,12 +246,14 @@ class VectorExplainer(nn.Module):
             out = vectors
         else:
             out = torch.empty(vectors.shape[0], self.hidden, dtype=vectors.dtype, device=vectors.device)
-            for layer in layers.unique().tolist():
-                key = str(layer)
-                if key not in self.projections:
-                    raise KeyError(f"no projection for target layer {layer}; the explainer has {list(self.projections)}")
-                rows = (layers == layer).nonzero(as_tuple=True)[0]
-                out = out.index_copy(0, rows, self.projections[key](vectors[rows]))
+            unknown = sorted(set(layers.tolist()) - {int(k) for k in self.projections})
+            if unknown:
+                raise KeyError(f"no projection for target layer {unknown[0]}; the explainer has {list(self.projections)}")
+            # every projection runs, on its rows or on none: ZeRO-3 needs the same modules in the same order on
+            # every rank, whichever layers a rank's micro-batch holds
+            for key, projection in self.projections.items():
+                rows = (layers == int(key)).nonzero(as_tuple=True)[0]
+                out = out.index_copy(0, rows, projection(vectors[rows]))
         norm = self.settings.vector_norm
         if norm is not None:
             if isinstance(norm, str):
@@ -254,11 +290,18 @@ class VectorExplainer(nn.Module):
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, out_dir: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """An HF folder (full weights, or a LoRA adapter + the base path) + projections + explainer.json."""
+    def save(self, out_dir: str | Path, metadata: dict[str, Any] | None = None,
+             state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """An HF folder (full weights, or a LoRA adapter + the base path) + projections + explainer.json.
+
+        `state_dict`: the explainer's weights when the modules do not hold them (ZeRO-3 partitions them over
+        the ranks; :func:`introspect.explainers.training.gathered_state_dict` collects them on rank 0)."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.lm.save_pretrained(out_dir / "lm")
+        lm_state = None
+        if state_dict is not None:
+            lm_state = {k[len("lm."):]: t for k, t in state_dict.items() if k.startswith("lm.")}
+        self.lm.save_pretrained(out_dir / "lm", state_dict=lm_state)
         self.tokenizer.save_pretrained(out_dir / "lm")
         adapter = out_dir / "lm" / "adapter_config.json"
         if adapter.exists():  # PEFT writes target_modules in set order, which changes between processes
@@ -267,8 +310,17 @@ class VectorExplainer(nn.Module):
                 fields["target_modules"] = sorted(fields["target_modules"])
                 adapter.write_text(json.dumps(fields, indent=2, sort_keys=True))
         if self.projections:
-            save_file({k: p.weight.detach().float().cpu().contiguous() for k, p in self.projections.items()},
-                      out_dir / PROJECTION_FILE)
+            weights = {}
+            for k, p in self.projections.items():  # a low-rank-trained Pi_l is saved merged: a plain matrix
+                if state_dict is None:
+                    weights[k] = p.merged_weight() if isinstance(p, LowRankLinear) else p.weight
+                elif isinstance(p, LowRankLinear):
+                    weights[k] = LowRankLinear.merge(state_dict[f"projections.{k}.weight"],
+                                                     state_dict[f"projections.{k}.lora_A"],
+                                                     state_dict[f"projections.{k}.lora_B"], p.scale)
+                else:
+                    weights[k] = state_dict[f"projections.{k}.weight"]
+            save_file({k: w.detach().float().cpu().contiguous() for k, w in weights.items()}, out_dir / PROJECTION_FILE)
         config = {"settings": dataclasses.asdict(self.settings), "metadata": metadata or {}}
         if self.settings.tuning == "lora":
             config["base_model"] = str(self.lm.peft_config["default"].base_model_name_or_path)

@@ -104,13 +104,14 @@ def predictions_frame(test: pl.DataFrame, predictions: list[str]) -> pl.DataFram
 
 def train_patching_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str, variant: str,
                              target_hidden: int, projection: str, chat: bool, train: dict, seed: int,
-                             device: str = "cpu") -> list[float]:
+                             device: str = "cpu", checkpoint_every: int = 0) -> list[float]:
     """Fine-tune an explainer on the train split and save the checkpoint; returns the step losses."""
     rows = train_split(dataset, f"patching ({out_dir})")
     settings = {"target_hidden": target_hidden, "layers": tuple(sorted(set(rows["chunk"].to_list()))),
                 "projection": projection, "chat": chat}
     return fit_explainer(rows, model_dir, out_dir, lambda df, tok: patching_examples(df, tok, variant, chat, seed),
-                         settings, train, seed, device, metadata={"task": "patching", "variant": variant})
+                         settings, train, seed, device, metadata={"task": "patching", "variant": variant},
+                         checkpoint_every=checkpoint_every)
 
 
 def predict_patching(dataset: pl.DataFrame, explainer_path: str, variant: str, target_hidden: int, chat: bool,

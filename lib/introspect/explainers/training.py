@@ -11,13 +11,26 @@ import json
 import logging
 import math
 import os
+import shutil
+import signal
+import tempfile
+import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
+from introspect.explainers.distributed import (
+    all_reduce_gradients,
+    all_reduce_sum,
+    any_rank,
+    barrier,
+    is_main,
+    rank_and_world,
+    shard,
+)
 from introspect.explainers.model import Batch, Encoded, VectorExplainer, collate
 
 log = logging.getLogger(__name__)
@@ -28,7 +41,12 @@ ENGINES = ("torch", "deepspeed")
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings (the paper's: AdamW, constant learning rate, weight decay 0.01)."""
+    """Optimisation settings (the paper's: AdamW, constant learning rate, weight decay 0.01).
+
+    `batch_size` is the micro-batch of one rank; an optimiser step takes `grad_accum` micro-batches on each of
+    the world's ranks (the global batch: ranks x batch_size x grad_accum). `checkpoint_dir` and
+    `checkpoint_every` (optimiser steps; 0 = only when the job is told to stop) make the loop resumable.
+    """
 
     lr: float = 5e-5
     weight_decay: float = 0.01
@@ -39,12 +57,25 @@ class TrainSettings:
     seed: int = 0
     engine: str = "torch"  # torch | deepspeed
     deepspeed_config: str | None = None  # a DeepSpeed JSON config (ZeRO stage etc.); engine deepspeed only
+    gradient_checkpointing: bool = False  # recompute block activations in the backward pass
+    compiled_optimizer: bool = False  # deepspeed on GPUs: FusedAdam (compiled at first use) instead of torch AdamW
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0
 
     def __post_init__(self):
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.engine == "deepspeed" and not self.deepspeed_config:
             raise ValueError("engine deepspeed needs deepspeed_config: the path of a DeepSpeed JSON config")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 steps, got {self.checkpoint_every}")
+
+    def fingerprint(self) -> dict:
+        """What a resumed run must share with the run that wrote the checkpoint."""
+        fields = dataclasses.asdict(self)
+        for key in ("checkpoint_dir", "checkpoint_every"):
+            fields.pop(key)
+        return fields
 
 
 @dataclasses.dataclass
@@ -68,74 +99,214 @@ def _batches(n: int, size: int, generator: torch.Generator) -> list[list[int]]:
     return [order[i:i + size] for i in range(0, n, size)]
 
 
+class TrainingInterrupted(RuntimeError):
+    """The job was told to stop (SIGTERM, e.g. SLURM's warning before the time limit); a checkpoint was written."""
+
+
+class _StopSignal:
+    """Remembers a SIGTERM / SIGINT until the loop reaches a step boundary (installed in the main thread only)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("signal %d received: stopping at the next step boundary, after a checkpoint", signum)
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def _fingerprint(explainer: VectorExplainer, data: ExplainerData, settings: TrainSettings, world: int) -> dict:
+    shapes = {n: tuple(p.shape) for n, p in explainer.named_parameters() if p.requires_grad}
+    return {"settings": settings.fingerprint(), "examples": len(data), "world": world, "trainable": shapes}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Atomically: a temporary file in the same folder, then a rename (a kill never leaves half a file)."""
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{CHECKPOINT_FILE}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path / CHECKPOINT_FILE)
+    log.info("checkpoint at step %d written to %s", state["step"], path / CHECKPOINT_FILE)
+
+
+def _load_checkpoint(path: Path, fingerprint: dict) -> dict | None:
+    file = path / CHECKPOINT_FILE
+    if not file.exists():
+        return None
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("checkpoint %s belongs to another training (settings, data or model differ); starting over",
+                    file)
+        return None
+    return state
+
+
 def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: TrainSettings) -> list[float]:
-    """Fit `explainer` on `data`; returns the loss of every optimiser step."""
+    """Fit `explainer` on `data` on this process's rank (one rank unless a process group is set up); returns
+    the loss of every optimiser step (averaged over the step's micro-batches on all ranks).
+
+    With `settings.checkpoint_dir` the loop saves a checkpoint every `checkpoint_every` steps and when it gets
+    SIGTERM, and resumes from one it finds: the final weights equal an uninterrupted run's.
+    """
     if len(data) == 0:
         raise ValueError("no training examples: the train split is empty (check the balancing settings and the "
                          "labels the data stage produced)")
+    rank, world = rank_and_world()
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
+    if settings.gradient_checkpointing:
+        # non-reentrant: gradients reach LoRA adapters and Pi_l although the block inputs come from embeddings
+        explainer.lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        explainer.lm.config.use_cache = False
+        log.info("gradient checkpointing on")
     explainer.train()
-    params = [p for p in explainer.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in explainer.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     n_trainable = sum(p.numel() for p in params)
     log.info("training %d trainable parameters on %d examples: %s", n_trainable, len(data), settings)
+    per_step = settings.batch_size * settings.grad_accum * world
+    log.info("world size %d: global batch %d = %d ranks x micro-batch %d x grad_accum %d", world, per_step, world,
+             settings.batch_size, settings.grad_accum)
     pad = explainer.tokenizer.pad_token_id
-    steps_per_epoch = math.ceil(len(data) / (settings.batch_size * settings.grad_accum))
+    micro_per_step = settings.grad_accum * world
+    steps_per_epoch = math.ceil(math.ceil(len(data) / settings.batch_size) / micro_per_step)
     history: list[float] = []
     if settings.engine == "deepspeed":
         engine = _deepspeed_engine(explainer, params, settings)
-        step_fn = lambda loss: (engine.backward(loss), engine.step())  # noqa: E731
         model = engine
+        optimiser = None
     else:
         optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         model = explainer
 
-    bar = tqdm(total=settings.epochs * steps_per_epoch, desc="train", unit="step", mininterval=5)
-    for epoch in range(settings.epochs):
-        batches = _batches(len(data), settings.batch_size, generator)
-        for start in range(0, len(batches), settings.grad_accum):
-            group = batches[start:start + settings.grad_accum]
-            total = 0.0
-            for index in group:
-                batch = data.batch(index, pad).to(explainer.device)
-                loss = model(batch)
-                if settings.engine == "deepspeed":
-                    step_fn(loss)
-                else:
-                    (loss / len(group)).backward()
-                total += loss.item() / len(group)
-            if settings.engine == "torch":
-                if settings.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-                optimiser.step()
-                optimiser.zero_grad(set_to_none=True)
-            history.append(total)
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{total:.3f}")
+    checkpoint = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
+    fingerprint = _fingerprint(explainer, data, settings, world)
+    start_epoch, skip_groups, step = 0, 0, 0
+    epoch_generator_state = generator.get_state()
+    resumed = _load_checkpoint(checkpoint, fingerprint) if checkpoint and settings.engine == "torch" else None
+    if resumed is not None:
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(resumed["params"][n].to(p.device, p.dtype))
+        optimiser.load_state_dict(resumed["optimiser"])
+        history = list(resumed["history"])
+        start_epoch, skip_groups, step = resumed["epoch"], resumed["groups_done"], resumed["step"]
+        epoch_generator_state = resumed["epoch_generator"]
+        torch.set_rng_state(resumed["torch_rng"])
+        log.info("resumed from %s at step %d (epoch %d)", checkpoint / CHECKPOINT_FILE, step, start_epoch)
+
+    def save(epoch: int, groups_done: int) -> None:
+        if checkpoint is None or settings.engine != "torch":
+            return
+        if rank == 0:
+            _save_checkpoint(checkpoint, {
+                "fingerprint": fingerprint, "step": step, "epoch": epoch, "groups_done": groups_done,
+                "epoch_generator": epoch_generator_state, "torch_rng": torch.get_rng_state(),
+                "params": {n: p.detach().cpu().clone() for n, p in named},
+                "optimiser": optimiser.state_dict(), "history": history})
+        barrier()
+
+    total_steps = settings.epochs * steps_per_epoch
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", mininterval=5, disable=rank != 0)
+    with _StopSignal() as stop:
+        for epoch in range(start_epoch, settings.epochs):
+            if epoch > start_epoch:
+                epoch_generator_state = generator.get_state()
+            else:
+                generator.set_state(epoch_generator_state)
+            batches = _batches(len(data), settings.batch_size, generator)
+            groups = [batches[i:i + micro_per_step] for i in range(0, len(batches), micro_per_step)]
+            if settings.engine == "deepspeed" and len(groups[-1]) < micro_per_step and len(groups) > 1:
+                # DeepSpeed steps after exactly grad_accum micro-batches on every rank: a short last group
+                # would desynchronise the ranks, so its examples wait for the next epoch's order
+                log.info("epoch %d: the last %d micro-batches do not fill a step on %d ranks; skipped", epoch,
+                         len(groups[-1]), world)
+                groups = groups[:-1]
+            for g in range(skip_groups if epoch == start_epoch else 0, len(groups)):
+                group = groups[g]
+                total = 0.0
+                for index in shard(group, rank, world):
+                    batch = data.batch(index, pad).to(explainer.device)
+                    loss = model(batch)
+                    if settings.engine == "deepspeed":
+                        engine.backward(loss)
+                        engine.step()
+                    else:
+                        (loss / len(group)).backward()
+                    total += loss.item() / len(group)
+                if settings.engine == "torch":
+                    all_reduce_gradients(params)
+                    if settings.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+                    optimiser.step()
+                    optimiser.zero_grad(set_to_none=True)
+                total = all_reduce_sum(total, explainer.device)
+                history.append(total)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{total:.3f}")
+                stopping = any_rank(stop.requested, explainer.device)
+                if stopping or (settings.checkpoint_every and step % settings.checkpoint_every == 0
+                                and step < total_steps):
+                    save(epoch, g + 1)
+                if stopping:
+                    bar.close()
+                    raise TrainingInterrupted(f"stopped at step {step} of {total_steps} on a signal; the checkpoint "
+                                              f"in {checkpoint} resumes it when the job runs again")
     bar.close()
     explainer.eval()
+    if _zero_stage(settings) >= 3:  # the weights are partitioned over the ranks: gather them for the save
+        explainer.gathered_state = gathered_state_dict(engine)
     log.info("final loss %.4f (first %.4f) after %d steps", history[-1], history[0], len(history))
     return history
 
 
+def _zero_stage(settings: TrainSettings) -> int:
+    if settings.engine != "deepspeed":
+        return 0
+    return int(json.loads(Path(settings.deepspeed_config).read_text()).get("zero_optimization", {}).get("stage", 0))
+
+
+def _single_process_group() -> None:
+    """A process group of one rank for DeepSpeed when no launcher made one: a file store, so that two such
+    trainings on one node never fight over a TCP port."""
+    if torch.distributed.is_initialized():
+        return
+    folder = tempfile.mkdtemp(prefix="introspect-pg-")
+    store = torch.distributed.FileStore(os.path.join(folder, "store"), 1)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
+    os.environ.setdefault("LOCAL_RANK", "0")
+
+
 def _deepspeed_engine(explainer: VectorExplainer, params, settings: TrainSettings):
-    """A DeepSpeed engine around the explainer; a single process when no launcher set up the ranks."""
+    """A DeepSpeed engine around the explainer (ZeRO stage 1-3 from the config) on this process's ranks."""
+    import torch._dynamo  # noqa: F401  (both imported before DeepSpeed patches module construction for ZeRO-3)
+    import transformers.generation  # noqa: F401
+
     import deepspeed
 
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "RANK": "0", "LOCAL_RANK": "0",
-                       "WORLD_SIZE": "1"}.items():
-        os.environ.setdefault(key, value)
+    _single_process_group()
     config = json.loads(Path(settings.deepspeed_config).read_text())
     config["train_micro_batch_size_per_gpu"] = settings.batch_size
     config["gradient_accumulation_steps"] = settings.grad_accum
     config.setdefault("gradient_clipping", settings.max_grad_norm)
+    fused = settings.compiled_optimizer and torch.cuda.is_available()
     config["optimizer"] = {"type": "AdamW", "params": {"lr": settings.lr, "weight_decay": settings.weight_decay,
-                                                   "torch_adam": not torch.cuda.is_available()}}
-    if config.get("zero_optimization", {}).get("stage", 0) >= 3:
-        raise ValueError(
-            f"{settings.deepspeed_config}: ZeRO stage 3 partitions the weights and the checkpoint writer does not "
-            "gather them yet; use stage 1 or 2"
-        )
+                                                       "torch_adam": not fused}}
     on_gpu = torch.cuda.is_available()
     for key in ("bf16", "fp16"):
         if not on_gpu:
@@ -147,6 +318,12 @@ def _deepspeed_engine(explainer: VectorExplainer, params, settings: TrainSetting
     return engine
 
 
+def gathered_state_dict(engine) -> dict[str, torch.Tensor] | None:
+    """The whole explainer's weights gathered from the ZeRO-3 partitions onto rank 0's CPU, one layer at a time
+    (every rank must call it); None on the other ranks."""
+    return engine._zero3_consolidated_16bit_state_dict()
+
+
 def subsample(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
     """At most `n` rows, drawn with a seed (the whole frame when n is None or larger)."""
     if n is None or df.height <= n:
@@ -156,11 +333,14 @@ def subsample(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
 
 def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, settings: dict, train: dict,
                   seed: int, device: str = "cpu", metadata: dict | None = None,
-                  projection_weights: dict[int, torch.Tensor] | None = None) -> list[float]:
+                  projection_weights: dict[int, torch.Tensor] | None = None, checkpoint_every: int = 0) -> list[float]:
     """Fine-tune a fresh explainer on `rows` (seeded subsample of `max_train`) and save the checkpoint.
 
     `examples(rows, tokenizer)` encodes the rows; `settings` holds the task's ExplainerSettings fields
     (target_hidden, layers, projection, chat); `train` is the config's train section. Returns step losses.
+    On several ranks (:mod:`introspect.explainers.distributed`) every rank builds the same explainer and
+    trains on its shard; rank 0 alone saves. Training state goes to ``<out_dir>.resume/`` every
+    `checkpoint_every` steps and on SIGTERM, a re-run resumes from it, and it is removed after the save.
     """
     from introspect.explainers.model import ExplainerSettings, build_explainer
     from introspect.explainers.training import TrainSettings, train_explainer
@@ -169,8 +349,8 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     max_train = train.pop("max_train", None)
     train.pop("projection", None)
     tuning = train.pop("tuning")
-    lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings", "vector_norm")
-            if k in train}
+    lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings", "vector_norm",
+                                      "projection_tuning") if k in train}
     rows = subsample(rows, max_train, seed)
     torch.manual_seed(seed)
     explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=device,
@@ -180,8 +360,14 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
         log.info("training on %d examples (%d changed)", len(data), int(rows["has_changed"].sum()))
     else:
         log.info("training on %d examples", len(data))
-    history = train_explainer(explainer, data, TrainSettings(**train, seed=seed))
-    explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data)})
+    resume = f"{str(out_dir).rstrip('/')}.resume"
+    history = train_explainer(explainer, data, TrainSettings(**train, seed=seed, checkpoint_dir=resume,
+                                                             checkpoint_every=checkpoint_every))
+    if is_main():
+        explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data)},
+                       state_dict=getattr(explainer, "gathered_state", None))
+        shutil.rmtree(resume, ignore_errors=True)
+    barrier()
     return history
 
 

@@ -1,0 +1,180 @@
+"""Explainer training on several ranks (2 gloo ranks on the CPU), checkpoints and resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import REPO, tiny_llama
+from safetensors.torch import load_file
+
+from introspect.explainers.distributed import job_ranks, launch, shard
+from introspect.explainers.features import train_feature_explainer
+
+TRAIN = {"tuning": "full", "lr": 1e-3, "epochs": 2, "batch_size": 3, "grad_accum": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, smollm2_tokenizer_dir) -> Path:
+    return tiny_llama(tmp_path_factory.mktemp("dist") / "tiny", smollm2_tokenizer_dir, n_layers=2)
+
+
+def features(n: int = 22, d: int = 16) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    words = ["cats", "numbers", "the word \"of\"", "cities", "colours"]
+    return pl.DataFrame({
+        "item_id": [f"f{i}" for i in range(n)], "layer": [i % 2 for i in range(n)], "feature": list(range(n)),
+        "vector": rng.normal(size=(n, d)).astype(np.float32), "label": [words[i % 5] for i in range(n)],
+        "score": [0.5] * n,
+    }, schema_overrides={"vector": pl.Array(pl.Float32, d)})
+
+
+def kwargs(tiny: Path, out: Path, **train) -> dict:
+    return dict(train=features(), model_dir=str(tiny), out_dir=str(out), target_hidden=16, projection="random",
+                chat=False, settings={**TRAIN, **train}, seed=0, device="cpu")
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    out = load_file(folder / "lm" / "model.safetensors")
+    out |= {f"proj.{k}": v for k, v in load_file(folder / "projections.safetensors").items()}
+    return out
+
+
+def test_shards_are_disjoint_and_cover_the_step():
+    group = list(range(7))
+    parts = [shard(group, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == group and parts == [[0, 3, 6], [1, 4], [2, 5]]
+    assert job_ranks("cuda", 4, 2) == 4 and job_ranks("cpu", 4, 2) == 2 and job_ranks("cpu", 0, 1) == 1
+
+
+def test_two_ranks_take_the_steps_of_one_rank_with_the_same_global_batch(tiny, tmp_path, caplog):
+    one = launch(train_feature_explainer, kwargs(tiny, tmp_path / "one", grad_accum=2), ranks=1)
+    with caplog.at_level("INFO"):
+        two = launch(train_feature_explainer, kwargs(tiny, tmp_path / "two"), ranks=2, threads=2)
+    assert "world size 2: global batch 6 = 2 ranks x micro-batch 3 x grad_accum 1" in caplog.text
+    assert len(one) == len(two) == 8  # 22 examples, micro-batches of 3: 8 per epoch, 2 per step, 2 epochs
+    np.testing.assert_allclose(one, two, rtol=1e-5)
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    for name in a:  # the sum over ranks adds the same numbers in another order: equal to float rounding
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not (tmp_path / "two.resume").exists()  # the checkpoint folder goes once the model is saved
+
+
+def test_two_trainings_of_two_ranks_at_once_both_finish(tiny, tmp_path):
+    errors = []
+
+    def run(name):
+        try:
+            launch(train_feature_explainer, kwargs(tiny, tmp_path / name, epochs=1), ranks=2, threads=1)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert (tmp_path / "a" / "explainer.json").exists() and (tmp_path / "b" / "explainer.json").exists()
+
+
+TRAIN_SCRIPT = """
+import sys
+from tests_dist_job import run
+run(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+"""
+
+JOB = '''
+import logging
+import sys
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, {tests!r})
+from explainers.test_distributed import kwargs
+from introspect.explainers.features import train_feature_explainer
+from pathlib import Path
+
+
+def run(tiny, out, every):
+    train_feature_explainer(**kwargs(Path(tiny), Path(out), epochs=3), checkpoint_every=every)
+'''
+
+
+def _start(tmp_path: Path, tiny: Path, out: Path, every: int) -> subprocess.Popen:
+    (tmp_path / "tests_dist_job.py").write_text(JOB.format(tests=str(REPO / "tests")))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO / "tests"), str(REPO / "lib")]))
+    return subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(tiny), str(out), str(every)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_training_resumes_to_the_uninterrupted_weights(tiny, tmp_path, how):
+    straight = _start(tmp_path, tiny, tmp_path / "straight", 0)
+    assert straight.wait(timeout=600) == 0, straight.stdout.read()
+
+    out = tmp_path / "killed"
+    proc = _start(tmp_path, tiny, out, 3)
+    _wait_for(Path(f"{out}.resume") / "state.pt", proc)
+    proc.send_signal(how)
+    code = proc.wait(timeout=300)
+    text = proc.stdout.read()
+    assert code != 0, text
+    if how == signal.SIGTERM:
+        assert "TrainingInterrupted" in text and "resumes it when the job runs again" in text
+    assert not (out / "explainer.json").exists()
+    again = _start(tmp_path, tiny, out, 3)
+    assert again.wait(timeout=600) == 0
+    assert "resumed from" in again.stdout.read()
+    a, b = weights(tmp_path / "straight"), weights(out)
+    for name in a:  # bitwise on the CPU
+        assert torch.equal(a[name], b[name]), name
+    assert not Path(f"{out}.resume").exists()
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_zero3_on_two_ranks_saves_a_gathered_checkpoint_equal_to_plain_training(tiny, tmp_path, tuning):
+    from introspect.explainers.model import load_explainer
+
+    setup = dict(epochs=1, batch_size=2, tuning=tuning, lora_r=4)
+    plain, zero3 = kwargs(tiny, tmp_path / "plain", **setup), kwargs(
+        tiny, tmp_path / "zero3", **setup, engine="deepspeed", deepspeed_config=str(REPO / "configs/deepspeed/zero3.json"))
+    plain["train"] = zero3["train"] = features(24)  # 12 micro-batches: whole steps of 2 ranks x 1
+    a = launch(train_feature_explainer, plain, ranks=2, threads=2)
+    b = launch(train_feature_explainer, zero3, ranks=2, threads=2)
+    np.testing.assert_allclose(a, b, rtol=1e-5)
+    if tuning == "full":
+        wa, wb = weights(tmp_path / "plain"), weights(tmp_path / "zero3")
+    else:
+        wa = load_file(tmp_path / "plain" / "lm" / "adapter_model.safetensors")
+        wb = load_file(tmp_path / "zero3" / "lm" / "adapter_model.safetensors")
+        wa |= load_file(tmp_path / "plain" / "projections.safetensors")
+        wb |= load_file(tmp_path / "zero3" / "projections.safetensors")
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        torch.testing.assert_close(wa[name], wb[name], rtol=1e-5, atol=1e-6, msg=name)
+    load_explainer(tmp_path / "zero3")  # an ordinary checkpoint folder
+
+
+def test_gradient_checkpointing_gives_the_same_weights(tiny, tmp_path):
+    launch(train_feature_explainer, kwargs(tiny, tmp_path / "plain", epochs=1), ranks=1)
+    launch(train_feature_explainer, kwargs(tiny, tmp_path / "ckpt", epochs=1, gradient_checkpointing=True), ranks=1)
+    a, b = weights(tmp_path / "plain"), weights(tmp_path / "ckpt")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
