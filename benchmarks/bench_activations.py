@@ -4,7 +4,7 @@
 
 Both sides run the same batches of the builtin corpus (same padding, same order). The plain side is
 ``model(input_ids, attention_mask, output_hidden_states=True)`` under ``torch.no_grad()``, which runs every
-layer; the cache side is ``introspect.activations.layer_outputs``, which hooks the requested layer and stops
+layer; the cache side is ``introspect.groundtruth.activations.layer_outputs``, which hooks the requested layer and stops
 the forward there. Reported: tokens/s of each, for the requested layer and for the last layer (where nothing
 is skipped, so the ratio shows the hooks' own overhead). Repetitions alternate the two sides; medians.
 """
@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from introspect.activations import bos_prefix, layer_outputs, pad_id, right_pad, sequences, tokenize_corpus
-from introspect.corpus import build_corpus, builtin_documents
-from introspect.models import load_model
+from introspect.groundtruth.activations import bos_prefix, layer_outputs, pad_id, right_pad, sequences, tokenize_corpus
+from introspect.sources.corpus import build_corpus, builtin_documents
+from introspect.models.loading import load_model
 
 
 def main() -> None:

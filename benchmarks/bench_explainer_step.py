@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from introspect.explainer import ExplainerSettings, build_explainer, collate, encode
-from introspect.models import ModelInfo
+from introspect.explainers.model import ExplainerSettings, build_explainer, collate, encode
+from introspect.models.registry import ModelInfo
 
 QUESTION = ("If feature {vector} at layer 8-15 is added to tokens ' Rome' when processing the text <<<Rome is the "
             "capital of\nRespond with one of France or Spain or Italy or United Kingdom or Egypt or unknown and "

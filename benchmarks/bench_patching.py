@@ -23,9 +23,9 @@ FORMAT = "{statement}\nRespond with one of {options} and nothing else."
 def interventions(model_dir: str, n: int):
     import torch
 
-    from introspect.facts import builtin_facts, make_pairs
-    from introspect.models import load_model
-    from introspect.patching import Intervention, Patcher, build_prompt, common_prefix_length, layer_chunks
+    from introspect.sources.facts import builtin_facts, make_pairs
+    from introspect.models.loading import load_model
+    from introspect.groundtruth.patching import Intervention, Patcher, build_prompt, common_prefix_length, layer_chunks
 
     model, tok, info = load_model(model_dir)
     torch.set_num_threads(2)

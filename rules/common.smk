@@ -14,6 +14,8 @@ def model_spec(name):
     """The registry fields that shape a materialised model, as params (editing them re-runs its jobs)."""
     spec = MODELS[name].to_dict()
     spec.pop("instruct")  # how the model is prompted, not how it is built
+    for key in ("train_gpus", "n_params", "vocab_size"):  # how jobs that use it are sized
+        spec.pop(key)
     return spec
 
 
@@ -71,6 +73,11 @@ def train_processes():
 def train_threads():
     """CPU threads of a training job: at least one per rank it launches."""
     return max(stage_threads(), train_processes())
+
+
+def train_gpus(explainer):
+    """GPUs of a training job whose explainer is `explainer`: its registry train_gpus, else compute.gpus.train."""
+    return MODELS[explainer].train_gpus or stage_gpus("train")
 
 
 def checkpoint_every():

@@ -69,7 +69,7 @@ rule features_train:
         "benchmarks/features_train/{target}/{run}.tsv"
     threads: train_threads()
     resources:
-        gpu=stage_gpus("train"),
+        gpu=lambda wc: train_gpus(feature_run(wc.run)["explainer"]),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
     conda:

@@ -31,7 +31,7 @@ rule patching_train:
         "benchmarks/patching_train/{target}/{explainer}/{variant}.tsv"
     threads: train_threads()
     resources:
-        gpu=stage_gpus("train"),
+        gpu=lambda wc: train_gpus(wc.explainer),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
     conda:

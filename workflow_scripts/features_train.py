@@ -3,14 +3,14 @@
 from safetensors.torch import load_file
 
 from introspect.explainers.baselines import per_layer_sample
-from introspect.explainers.distributed import job_ranks, launch
+from introspect.explainers.distributed import launch_job
 from introspect.explainers.features import train_feature_explainer
 from introspect.models.loading import resolve_device
 from introspect.runlog import logged
 from introspect.schemas import read_table
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
-    params, resources, threads = snakemake.params, snakemake.resources, snakemake.threads  # noqa: F821
+    params = snakemake.params  # noqa: F821
     train = read_table(snakemake.input.train, "feature_train")  # noqa: F821
     if params.n_per_layer is not None:  # a scaling point of Figures 5 and 7
         train = per_layer_sample(train, params.n_per_layer, params.sample_seed)
@@ -18,12 +18,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     weights = None
     if params.projection == "pretrained":
         weights = {int(k): v for k, v in load_file(snakemake.input.projection).items()}  # noqa: F821
-    device = resolve_device(params.device)
-    ranks = job_ranks(device, resources.gpu, resources.train_processes)
-    losses = launch(train_feature_explainer, dict(
+    losses = launch_job(train_feature_explainer, dict(
         train=train, model_dir=snakemake.input.model, out_dir=snakemake.output[0],  # noqa: F821
         target_hidden=params.target_hidden, projection=params.projection, chat=params.chat,
-        settings=params.train, seed=params.seed, device=device, projection_weights=weights,
-        target_model=params.target_model, checkpoint_every=resources.checkpoint_every,
-    ), ranks=ranks, device=device, threads=threads)
+        settings=params.train, seed=params.seed, projection_weights=weights, target_model=params.target_model,
+    ), resolve_device(params.device), snakemake.resources, snakemake.threads)  # noqa: F821
     log.info("first/last loss %.3f / %.3f over %d steps", losses[0], losses[-1], len(losses))

@@ -101,3 +101,27 @@ def test_score_many_equals_simulation_score_of_predict(minilm):
     assert scores[0] > scores[1] + 0.2 and scores[0] > scores[2] + 0.2
     assert sim.score(descriptions[0], exemplars) == pytest.approx(scores[0], abs=1e-6)
     assert math.isnan(sim.score_many(["x"], [])[0]) and sim.score_many([], exemplars).shape == (0,)
+
+
+
+def test_batches_are_cut_in_a_fixed_order_not_the_sets_hash_order():
+    # texts of equal length used to be batched in set order, which changes with the process's hash seed, and
+    # a batch's padding changes the floats a little: label scores differed between two runs of one config
+    seen = []
+
+    def forward(texts, offsets=False):
+        seen.append(list(texts))
+        n, width = len(texts), max(len(t) for t in texts) + 2
+        mapping = torch.tensor([[[i, i + 1] for i in range(width)]] * n)
+        return torch.ones(n, width, 4), torch.ones(n, width, dtype=torch.long), mapping
+
+    m = object.__new__(MiniLM)
+    m.batch_size, m._sentences, m._tokens, m.model = 5, {}, {}, None
+    m._forward = forward
+    texts = [f"{chr(97 + i)}{chr(122 - i)}" for i in range(20)] + ["long text", "x"]  # twenty of length 2
+    m.sentences(texts)
+    assert sum(seen, []) == sorted(set(texts), key=lambda t: (len(t), t))
+    seen.clear()
+    windows = [[f" {w}"] for w in texts]
+    m.token_vectors(windows)
+    assert sum(seen, []) == ["".join(k) for k in sorted({tuple(w) for w in windows}, key=lambda k: (sum(map(len, k)), k))]

@@ -9,6 +9,7 @@ import subprocess
 import zipfile
 
 import pytest
+import yaml
 from conftest import REPO, SMOKE, SNAKEMAKE, offline_env, output_of, run_snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -220,6 +221,27 @@ def test_editing_library_code_reruns_only_the_jobs_that_import_it(smoke_run, tmp
     assert not {"patching_sweep", "hints_run", "features_sae", "materialise_model"} & set(jobs)
 
 
+def test_two_training_processes_build_tables_1_to_3(smoke_run, tmp_path):
+    # the smoke run's ground truth, copied; every training job again on 2 gloo ranks, then the tables
+    import polars as pl
+
+    work = tmp_path / "two-ranks"
+    shutil.copytree(smoke_run, work, symlinks=True)
+    edited = write_config(tmp_path / "two.yaml", SMOKE, lambda c: c["compute"].update(processes={"train": 2}))
+    tables = ["results/table1.csv", "results/table2.csv", "results/table3.csv"]
+    proc = run_snakemake(work, *tables, "--forcerun", "features_train", "patching_train", "hints_train",
+                         configfile=edited, timeout=1800)
+    assert proc.returncode == 0, output_of(proc)[-5000:]
+    jobs = planned_jobs(output_of(proc))
+    assert jobs["features_train"] >= 3 and jobs["patching_train"] >= 1 and jobs["hints_train"] >= 1
+    for log in [*(work / "logs/features_train").rglob("*.log"), *(work / "logs/patching_train").rglob("*.log"),
+                *(work / "logs/hints_train").rglob("*.log")]:
+        assert "world size 2" in log.read_text(), log
+    for table in tables:
+        assert pl.read_csv(work / table).height > 0
+    assert not list(work.glob("results/**/*.resume"))
+
+
 # Runs after the tests above (file order): it leaves tiny-gemma3's downstream outputs out of date.
 def test_editing_one_model_reruns_only_that_model(smoke_run, tmp_path):
     def edit(config):
@@ -284,6 +306,22 @@ def test_paper_config_plans_hub_downloads_without_gpus(tmp_path):
     assert proc.returncode == 0, output_of(proc)
     assert planned_jobs(output_of(proc)) == {"materialise_tokenizer": 1, "materialise_model": 1}
     assert "gpu=0" in output_of(proc)
+
+
+def test_paper_training_jobs_ask_for_the_gpus_they_launch_ranks_on(tmp_path):
+    from introspect.explainers.memory import training_jobs
+
+    paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
+    wanted = {j.name: j.gpus for j in training_jobs(paper, REPO) if j.task == "features"}
+    targets = [f"results/llama-3.1-8b/features/explainers/{run}" for run in paper["features"]["explain"]["runs"]]
+    proc = run_snakemake(tmp_path, "-n", *targets, configfile=REPO / "configs/paper.yaml")
+    assert proc.returncode == 0, output_of(proc)[-3000:]
+    planned = re.findall(r"rule features_train:\n(?:.*\n)*?\s+wildcards: target=llama-3.1-8b, run=([^\n]+)\n"
+                         r"(?:\s+threads: \d+\n)?\s+resources: ([^\n]+)", output_of(proc))
+    assert {run for run, _ in planned} == set(paper["features"]["explain"]["runs"])
+    for run, resources in planned:
+        assert f"gpu={wanted[run]}" in resources, (run, resources)
+    assert wanted["llama-3.1-70b-random"] == 8 and wanted["llama-3.1-8b"] == 4
 
 
 def test_bad_config_stops_before_any_job(tmp_path):

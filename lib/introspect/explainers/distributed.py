@@ -98,6 +98,14 @@ def job_ranks(device: str, gpus: int, processes: int) -> int:
     return max(1, int(gpus)) if device.startswith("cuda") else max(1, int(processes))
 
 
+def launch_job(fn: Callable, kwargs: dict[str, Any], device: str, resources: Any, threads: int) -> Any:
+    """A training job's call on the ranks its Snakemake resources give (``gpu``, ``train_processes``), with
+    the job's ``checkpoint_every`` and device added to `kwargs`."""
+    ranks = job_ranks(device, resources.gpu, resources.train_processes)
+    kwargs = {**kwargs, "device": device, "checkpoint_every": int(resources.checkpoint_every)}
+    return launch(fn, kwargs, ranks=ranks, device=device, threads=threads)
+
+
 def _qualified(fn: Callable) -> str:
     return f"{fn.__module__}:{fn.__qualname__}"
 

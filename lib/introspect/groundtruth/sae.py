@@ -301,8 +301,9 @@ def sae_for_layer(settings: dict, hidden: torch.Tensor, tokens, layer: int, seed
     if sae.d_model != hidden.shape[1]:
         raise SAEError(f"the SAE reads {sae.d_model}-d vectors but layer {layer} is {hidden.shape[1]}-d")
     stats = sae_stats(sae, hidden[eval_rows])
-    stats.update(layer=layer, backend=backend, train_tokens=int(len(train_rows)), loss_by_epoch=history,
-                 seconds=round(time.perf_counter() - started, 1))
+    # the time goes to the log, not into the stats file: the same inputs must give the same bytes
+    log.info("layer %d SAE (%s) ready in %.1f s", layer, backend, time.perf_counter() - started)
+    stats.update(layer=layer, backend=backend, train_tokens=int(len(train_rows)), loss_by_epoch=history)
     if backend == "train":
         stats.update(k=sae.k, expansion=sae.n_features // sae.d_model)
     return sae, stats

@@ -40,6 +40,9 @@ class ModelSpec:
     hidden_size: int
     dtype: str = "float32"
     instruct: bool = False  # an instruction-tuned chat model
+    train_gpus: int | None = None  # GPUs (ranks) of a training job with this model as explainer; None: compute.gpus.train
+    n_params: int | None = None  # parameter count, for job sizing (None: estimated from the shape)
+    vocab_size: int | None = None  # for job sizing (None: Llama-3's 128,256)
     chat_template: str | None = None  # a name in introspect.models.chat, for tokenizers without one
     # gguf_wheel
     package: str | None = None

@@ -1,0 +1,66 @@
+"""Print the per-GPU memory and GPU-hour estimates of every explainer training job of a config (Markdown).
+
+    .venv/bin/python tools/training_memory.py configs/paper.yaml
+
+The arithmetic is introspect.explainers.memory's (its docstring states it). GPU-hours assume 40% of an
+H100's dense bf16 peak (~400 TFLOP/s per GPU) and 6 P FLOPs per trained token for full tuning, 4 P for LoRA
+(no weight gradients of the frozen base), plus 2 P for the recomputation of gradient checkpointing. Example
+counts: features = 131,072 LlamaScope / Gemma Scope features per layer (an upper bound: not every feature has
+a Neuronpedia label); patching and hints = --rows (the balanced train split's size is only known after the
+data stages ran).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from introspect.explainers.memory import GB, SEQ_LEN, per_gpu_bytes, shape_of, trained_params, training_jobs  # noqa: E402
+
+FEATURES_PER_LAYER = 131_072
+GPU_FLOPS = 400e12
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("--rows", type=int, default=10_000, help="train rows of a patching or hint dataset")
+    parser.add_argument("--gpu-gb", type=float, default=80.0)
+    args = parser.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    root = Path(args.config).resolve().parents[1] if Path(args.config).parent.name == "configs" else Path(".")
+    print(f"| task | run | explainer | tuning | GPUs | batch (per GPU x GPUs) | weights | grads | AdamW | "
+          f"activations (ckpt / none) | logits | per GPU (ckpt / none) | of {args.gpu_gb:.0f} GB | GPU-hours |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for job in training_jobs(config, root):
+        shape = shape_of(config["models"][job.explainer])
+        on, off = per_gpu_bytes(job, shape, True), per_gpu_bytes(job, shape, False)
+        if job.task == "features":
+            layers = config["features"]["targets"][next(t["target"] for t in [config["features"]["explain"],
+                     config["features"]["explain"].get("table4", {})] if job.name in t.get("runs", {}))]["layers"]
+            rows = FEATURES_PER_LAYER * len(layers)
+            epochs = int({**config["features"]["explain"]["train"],
+                          **next(t["runs"][job.name] for t in [config["features"]["explain"],
+                                 config["features"]["explain"].get("table4", {})]
+                                 if job.name in t.get("runs", {})).get("train", {})}["epochs"])
+        else:
+            rows = args.rows
+            epochs = int(config[job.task]["explain"]["train"]["epochs"])
+        per_token = (6 if job.tuning == "full" else 4) * shape.n_params + (2 * shape.n_params if job.gradient_checkpointing else 0)
+        hours = rows * epochs * SEQ_LEN[job.task] * per_token / GPU_FLOPS / 3600
+        hours_text = f"{hours:,.0f}" if hours >= 10 else f"{hours:.1f}"
+        g = lambda v: f"{v / GB:.1f}"  # noqa: E731
+        print(f"| {job.task} | {job.name} | {job.explainer} | {job.tuning} (trains {trained_params(job, shape) / 1e9:.2f}B) "
+              f"| {job.gpus} | {job.batch_size} x {job.gpus} = {job.global_batch} | {g(on['weights'])} | "
+              f"{g(on['gradients'])} | {g(on['optimiser'])} | {g(on['activations'])} / {g(off['activations'])} | "
+              f"{g(on['logits'])} | **{g(on['total'])}** / {g(off['total'])} | {100 * on['total'] / (args.gpu_gb * GB):.0f}% | "
+              f"{hours_text} |")
+
+
+if __name__ == "__main__":
+    main()
