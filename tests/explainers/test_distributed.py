@@ -178,3 +178,46 @@ def test_gradient_checkpointing_gives_the_same_weights(tiny, tmp_path):
     a, b = weights(tmp_path / "plain"), weights(tmp_path / "ckpt")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+ZERO3_JOB = '''
+import logging
+import sys
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from explainers.test_distributed import features, kwargs
+from introspect.explainers.distributed import launch
+from introspect.explainers.features import train_feature_explainer
+
+args = kwargs(Path(sys.argv[1]), Path(sys.argv[2]), epochs=2, batch_size=2, engine="deepspeed",
+              deepspeed_config={zero3!r})
+args["train"] = features(24)
+launch(train_feature_explainer, {{**args, "checkpoint_every": int(sys.argv[3])}}, ranks=2, threads=2)
+'''
+
+
+def test_a_killed_zero3_training_on_two_ranks_resumes_from_its_shards(tiny, tmp_path):
+    script = tmp_path / "zero3_job.py"
+    script.write_text(ZERO3_JOB.format(tests=str(REPO / "tests"), zero3=str(REPO / "configs/deepspeed/zero3.json")))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO / "lib")]))
+
+    def start(out: Path, every: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, str(script), str(tiny), str(out), str(every)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    straight = start(tmp_path / "straight", 0)
+    assert straight.wait(timeout=900) == 0, straight.stdout.read()[-3000:]
+    out = tmp_path / "killed"
+    proc = start(out, 4)
+    _wait_for(Path(f"{out}.resume") / "state.pt", proc, timeout=600)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks, as a SLURM time-out would
+    proc.wait(timeout=60)
+    assert not (out / "explainer.json").exists()
+    again = start(out, 4)
+    assert again.wait(timeout=900) == 0
+    text = again.stdout.read()
+    assert "resumed from" in text, text[-3000:]
+    a, b = weights(tmp_path / "straight"), weights(out)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)

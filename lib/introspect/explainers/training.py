@@ -129,7 +129,8 @@ CHECKPOINT_FILE = "state.pt"
 
 
 def _fingerprint(explainer: VectorExplainer, data: ExplainerData, settings: TrainSettings, world: int) -> dict:
-    shapes = {n: tuple(p.shape) for n, p in explainer.named_parameters() if p.requires_grad}
+    # ds_shape: a ZeRO-3 parameter's full shape (its tensor holds only this rank's partition)
+    shapes = {n: tuple(getattr(p, "ds_shape", p.shape)) for n, p in explainer.named_parameters() if p.requires_grad}
     return {"settings": settings.fingerprint(), "examples": len(data), "world": world, "trainable": shapes}
 
 
@@ -147,7 +148,7 @@ def _load_checkpoint(path: Path, fingerprint: dict) -> dict | None:
     if not file.exists():
         return None
     state = torch.load(file, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint:
+    if state.get("fingerprint") != fingerprint or ("tag" in state and not (path / state["tag"]).is_dir()):
         log.warning("checkpoint %s belongs to another training (settings, data or model differ); starting over",
                     file)
         return None
@@ -159,7 +160,8 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
     the loss of every optimiser step (averaged over the step's micro-batches on all ranks).
 
     With `settings.checkpoint_dir` the loop saves a checkpoint every `checkpoint_every` steps and when it gets
-    SIGTERM, and resumes from one it finds: the final weights equal an uninterrupted run's.
+    SIGTERM, and resumes from one it finds: the final weights equal an uninterrupted run's. Under DeepSpeed every
+    rank saves and reloads its own shard (``engine.save_checkpoint``).
     """
     if len(data) == 0:
         raise ValueError("no training examples: the train split is empty (check the balancing settings and the "
@@ -188,35 +190,54 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
         engine = _deepspeed_engine(explainer, params, settings)
         model = engine
         optimiser = None
+        device = engine.device  # ZeRO-3 keeps only partitions in the modules: ask the engine where it runs
     else:
         optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
         model = explainer
+        device = explainer.device
 
     checkpoint = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     fingerprint = _fingerprint(explainer, data, settings, world)
     start_epoch, skip_groups, step = 0, 0, 0
     epoch_generator_state = generator.get_state()
-    resumed = _load_checkpoint(checkpoint, fingerprint) if checkpoint and settings.engine == "torch" else None
+    resumed = _load_checkpoint(checkpoint, fingerprint) if checkpoint else None
     if resumed is not None:
-        with torch.no_grad():
-            for n, p in named:
-                p.copy_(resumed["params"][n].to(p.device, p.dtype))
-        optimiser.load_state_dict(resumed["optimiser"])
+        if settings.engine == "torch":
+            with torch.no_grad():
+                for n, p in named:
+                    p.copy_(resumed["params"][n].to(p.device, p.dtype))
+            optimiser.load_state_dict(resumed["optimiser"])
+        else:  # every rank reads its own shard of weights and optimiser state
+            engine.load_checkpoint(str(checkpoint), tag=resumed["tag"])
         history = list(resumed["history"])
         start_epoch, skip_groups, step = resumed["epoch"], resumed["groups_done"], resumed["step"]
         epoch_generator_state = resumed["epoch_generator"]
-        torch.set_rng_state(resumed["torch_rng"])
+        torch.set_rng_state(torch.load(checkpoint / f"rng-{rank}.pt", weights_only=False))
         log.info("resumed from %s at step %d (epoch %d)", checkpoint / CHECKPOINT_FILE, step, start_epoch)
 
     def save(epoch: int, groups_done: int) -> None:
-        if checkpoint is None or settings.engine != "torch":
+        """Every rank writes its random state (and under DeepSpeed its shard); rank 0 then writes state.pt, which
+        names a complete checkpoint: a kill before it leaves the previous one in force."""
+        if checkpoint is None:
             return
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        state = {"fingerprint": fingerprint, "step": step, "epoch": epoch, "groups_done": groups_done,
+                 "epoch_generator": epoch_generator_state, "history": history}
+        if settings.engine == "deepspeed":
+            state["tag"] = f"step{step}"
+            engine.save_checkpoint(str(checkpoint), tag=state["tag"])
+        else:
+            state["params"] = {n: p.detach().cpu().clone() for n, p in named}
+            state["optimiser"] = optimiser.state_dict()
+        rng = checkpoint / f".rng-{rank}.pt.tmp"
+        torch.save(torch.get_rng_state(), rng)
+        os.replace(rng, checkpoint / f"rng-{rank}.pt")
+        barrier()
         if rank == 0:
-            _save_checkpoint(checkpoint, {
-                "fingerprint": fingerprint, "step": step, "epoch": epoch, "groups_done": groups_done,
-                "epoch_generator": epoch_generator_state, "torch_rng": torch.get_rng_state(),
-                "params": {n: p.detach().cpu().clone() for n, p in named},
-                "optimiser": optimiser.state_dict(), "history": history})
+            _save_checkpoint(checkpoint, state)
+            for old in checkpoint.glob("step*"):  # DeepSpeed's earlier tags
+                if old.is_dir() and old.name != state.get("tag"):
+                    shutil.rmtree(old, ignore_errors=True)
         barrier()
 
     total_steps = settings.epochs * steps_per_epoch
@@ -239,7 +260,7 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
                 group = groups[g]
                 total = 0.0
                 for index in shard(group, rank, world):
-                    batch = data.batch(index, pad).to(explainer.device)
+                    batch = data.batch(index, pad).to(device)
                     loss = model(batch)
                     if settings.engine == "deepspeed":
                         engine.backward(loss)
@@ -253,12 +274,12 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
                         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
                     optimiser.step()
                     optimiser.zero_grad(set_to_none=True)
-                total = all_reduce_sum(total, explainer.device)
+                total = all_reduce_sum(total, device)
                 history.append(total)
                 step += 1
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{total:.3f}")
-                stopping = any_rank(stop.requested, explainer.device)
+                stopping = any_rank(stop.requested, device)
                 if stopping or (settings.checkpoint_every and step % settings.checkpoint_every == 0
                                 and step < total_steps):
                     save(epoch, g + 1)
@@ -352,8 +373,12 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings", "vector_norm",
                                       "projection_tuning") if k in train}
     rows = subsample(rows, max_train, seed)
+    settings_ = TrainSettings(**train, seed=seed)
+    # ZeRO-3 partitions the weights over the ranks' GPUs when DeepSpeed starts: build on the host, so that no GPU
+    # ever holds the whole model (each rank holds one bf16 copy in host memory until then; docs/cluster.md)
+    build_on = "cpu" if _zero_stage(settings_) >= 3 else device
     torch.manual_seed(seed)
-    explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=device,
+    explainer = build_explainer(model_dir, ExplainerSettings(tuning=tuning, **settings, **lora), device=build_on,
                                 projection_weights=projection_weights)
     data = examples(rows, explainer.tokenizer)
     if "has_changed" in rows.columns:
@@ -361,8 +386,8 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     else:
         log.info("training on %d examples", len(data))
     resume = f"{str(out_dir).rstrip('/')}.resume"
-    history = train_explainer(explainer, data, TrainSettings(**train, seed=seed, checkpoint_dir=resume,
-                                                             checkpoint_every=checkpoint_every))
+    history = train_explainer(explainer, data, dataclasses.replace(settings_, checkpoint_dir=resume,
+                                                                   checkpoint_every=checkpoint_every))
     if is_main():
         explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data)},
                        state_dict=getattr(explainer, "gathered_state", None))
