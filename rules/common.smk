@@ -80,6 +80,12 @@ def train_gpus(explainer):
     return MODELS[explainer].train_gpus or stage_gpus("train")
 
 
+def deepspeed_config_text(train):
+    """The DeepSpeed JSON a train section names, as a param: editing the file re-runs its trainings."""
+    path = train.get("deepspeed_config") if train.get("engine") == "deepspeed" else None
+    return (Path(workflow.basedir) / path).read_text() if path else None
+
+
 def checkpoint_every():
     """Optimiser steps between a training job's checkpoints (compute.checkpoint_every; 0: only on SIGTERM)."""
     return int(config["compute"].get("checkpoint_every", 0))

@@ -54,6 +54,7 @@ rule features_train:
         directory("results/{target}/features/explainers/{run}"),
     params:
         code=library_code("features_train"),
+        deepspeed=lambda wc: deepspeed_config_text(feature_run_train(wc.run)),
         train=lambda wc: feature_run_train(wc.run),
         n_per_layer=lambda wc: split_scaled(wc.run)[1],
         projection=lambda wc: feature_run_projection(wc.run),
@@ -72,6 +73,7 @@ rule features_train:
         gpu=lambda wc: train_gpus(feature_run(wc.run)["explainer"]),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
+        nodes=1,  # torchrun --standalone: the job's GPUs on one node
     conda:
         "../envs/introspect.yaml"
     script:

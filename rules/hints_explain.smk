@@ -15,6 +15,7 @@ rule hints_train:
         directory("results/hints/{target}/explainers/{explainer}/{variant}"),
     params:
         code=library_code("hints_train"),
+        deepspeed=deepspeed_config_text(config["hints"]["explain"]["train"]),
         train=config["hints"]["explain"]["train"],
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
@@ -30,6 +31,7 @@ rule hints_train:
         gpu=lambda wc: train_gpus(wc.explainer),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
+        nodes=1,  # torchrun --standalone: the job's GPUs on one node
     conda:
         "../envs/introspect.yaml"
     script:

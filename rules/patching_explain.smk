@@ -15,6 +15,7 @@ rule patching_train:
         directory("results/patching/{target}/explainers/{explainer}/{variant}"),
     params:
         code=library_code("patching_train"),
+        deepspeed=deepspeed_config_text(config["patching"]["explain"]["train"]),
         train=config["patching"]["explain"]["train"],
         projection=lambda wc: explainer_projection(
             wc.target, wc.explainer, config["patching"]["explain"]["train"].get("projection", "auto")
@@ -34,6 +35,7 @@ rule patching_train:
         gpu=lambda wc: train_gpus(wc.explainer),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
+        nodes=1,  # torchrun --standalone: the job's GPUs on one node
     conda:
         "../envs/introspect.yaml"
     script:

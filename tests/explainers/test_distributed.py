@@ -190,20 +190,23 @@ from explainers.test_distributed import features, kwargs
 from introspect.explainers.distributed import launch
 from introspect.explainers.features import train_feature_explainer
 
-args = kwargs(Path(sys.argv[1]), Path(sys.argv[2]), epochs=2, batch_size=2, engine="deepspeed",
-              deepspeed_config={zero3!r})
+engine = dict(engine="deepspeed", deepspeed_config={zero3!r}) if sys.argv[4] == "deepspeed" else {{}}
+args = kwargs(Path(sys.argv[1]), Path(sys.argv[2]), epochs=2, batch_size=2, **engine)
 args["train"] = features(24)
 launch(train_feature_explainer, {{**args, "checkpoint_every": int(sys.argv[3])}}, ranks=2, threads=2)
 '''
 
 
-def test_a_killed_zero3_training_on_two_ranks_resumes_from_its_shards(tiny, tmp_path):
-    script = tmp_path / "zero3_job.py"
+@pytest.mark.parametrize("engine,how", [("deepspeed", signal.SIGKILL), ("torch", signal.SIGTERM)])
+def test_a_killed_two_rank_training_resumes(tiny, tmp_path, engine, how):
+    # the whole process group is signalled, as SLURM signals every process of a job step; ZeRO-3 resumes from
+    # every rank's shard
+    script = tmp_path / "ranks_job.py"
     script.write_text(ZERO3_JOB.format(tests=str(REPO / "tests"), zero3=str(REPO / "configs/deepspeed/zero3.json")))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), str(REPO / "lib")]))
 
     def start(out: Path, every: int) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(script), str(tiny), str(out), str(every)], env=env,
+        return subprocess.Popen([sys.executable, str(script), str(tiny), str(out), str(every), engine], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
     straight = start(tmp_path / "straight", 0)
@@ -211,9 +214,12 @@ def test_a_killed_zero3_training_on_two_ranks_resumes_from_its_shards(tiny, tmp_
     out = tmp_path / "killed"
     proc = start(out, 4)
     _wait_for(Path(f"{out}.resume") / "state.pt", proc, timeout=600)
-    os.killpg(proc.pid, signal.SIGKILL)  # the launcher, torchrun and both ranks, as a SLURM time-out would
-    proc.wait(timeout=60)
-    assert not (out / "explainer.json").exists()
+    os.killpg(proc.pid, how)
+    proc.wait(timeout=600)
+    text = proc.stdout.read()
+    assert proc.returncode != 0 and not (out / "explainer.json").exists(), text[-3000:]
+    if how == signal.SIGTERM:
+        assert "TrainingInterrupted" in text, text[-3000:]
     again = start(out, 4)
     assert again.wait(timeout=900) == 0
     text = again.stdout.read()
@@ -221,3 +227,4 @@ def test_a_killed_zero3_training_on_two_ranks_resumes_from_its_shards(tiny, tmp_
     a, b = weights(tmp_path / "straight"), weights(out)
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
+    assert not list(tmp_path.glob("*/.resume")) and not Path(f"{out}.resume").exists()

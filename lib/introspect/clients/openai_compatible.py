@@ -108,7 +108,6 @@ class CachedChatClient:
     def _openai_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import httpx
                 import openai
 
                 if self.api_key_env is None:
@@ -122,7 +121,8 @@ class CachedChatClient:
                 self._api_key = key
                 # The client's own retries (max_retries, backoff from 0.5 s, Retry-After honoured); the hooks
                 # count every try and log every failed answer.
-                http = httpx.Client(event_hooks={"request": [self._count_try], "response": [self._log_status]})
+                http = openai.DefaultHttpxClient(event_hooks={"request": [self._count_try],
+                                                              "response": [self._log_status]})
                 self._client = openai.OpenAI(base_url=self.base_url, api_key=key, max_retries=self.max_retries,
                                              timeout=self.timeout, http_client=http)
             return self._client

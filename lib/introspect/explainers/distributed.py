@@ -31,6 +31,31 @@ log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.pkl"
 CALL_FILE = "call.pkl"
+SHUTDOWN_TIMEOUT = 540  # seconds torchrun waits for stopping ranks before SIGKILL (the SLURM warning is 600 s)
+
+
+class _WaitThroughSignals:
+    """While torchrun runs, SIGTERM / SIGINT to the launcher are remembered, not fatal: the ranks get the signal
+    as well, checkpoint and exit, and the launcher then reports their failure (main thread only)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_WaitThroughSignals":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -135,17 +160,21 @@ def launch(fn: Callable, kwargs: dict[str, Any], ranks: int, device: str = "cpu"
         with open(folder / CALL_FILE, "wb") as f:
             pickle.dump({"fn": _qualified(fn), "kwargs": kwargs, "device": device,
                          "threads": max(1, threads // ranks)}, f)
+        # the ranks get SIGTERM too (SLURM signals the whole job step) and need time to write their checkpoint
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-               "-m", __name__, str(folder)]
+               f"--shutdown-timeout={SHUTDOWN_TIMEOUT}", "-m", __name__, str(folder)]
         log.info("world size %d: %s", ranks, " ".join(cmd[2:]))
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, threads // ranks)))
         tail: list[str] = []
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        with _WaitThroughSignals() as signals, subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
                 tail = (tail + [line])[-40:]
                 log.info("[ranks] %s", line)
+        if signals.received:
+            log.warning("signal %s received: the ranks were left to checkpoint and stop", signals.received)
         if proc.returncode != 0:
             raise RuntimeError(f"training on {ranks} ranks failed (torchrun exit code {proc.returncode}); the ranks' "
                                "last output:\n" + "\n".join(tail))

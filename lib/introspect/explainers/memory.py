@@ -95,8 +95,8 @@ def per_gpu_bytes(job: TrainingJob, shape: ModelShape, checkpointing: bool | Non
     ckpt = job.gradient_checkpointing if checkpointing is None else checkpointing
     r, z = max(1, job.gpus), job.zero_stage
     t = trained_params(job, shape)
-    frozen_and_trained = shape.n_params + (t if job.tuning == "lora" else 0) + (
-        (job.target_hidden or 0) * shape.hidden * job.n_projections if job.tuning == "full" else 0)
+    pi = (job.target_hidden or 0) * shape.hidden * job.n_projections  # Pi_l (frozen under LoRA, trained else)
+    frozen_and_trained = shape.n_params + pi + (t if job.tuning == "lora" else 0)
     weights = 2 * frozen_and_trained / (r if z >= 3 else 1)
     if z >= 3:
         weights += 2 * 2 * (shape.n_params - 2 * shape.vocab * shape.hidden) / shape.n_layers
@@ -121,7 +121,8 @@ def _zero_stage(train: dict, root: Path) -> int:
 
 
 def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[TrainingJob]:
-    """Every explainer training job of a config (one per feature run, per trained patching or hint row)."""
+    """Every explainer training job of a config: one per feature run (a scaling point trains the same explainer
+    on fewer features: same memory), per trained patching or hint row."""
     root = Path(root)
     models = config["models"]
     default_gpus = int(config["compute"].get("gpus", {}).get("train", 0))
@@ -134,6 +135,13 @@ def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[Traini
                            bool(train.get("gradient_checkpointing", False)), int(train.get("lora_r", 16)),
                            target_hidden, n_proj)
 
+    def projections(target, explainer, projection, n):
+        """Pi_l count as the rules resolve it: auto = none when the hidden sizes match, else random."""
+        if projection == "auto":
+            same = models[target]["hidden_size"] == models[explainer]["hidden_size"]
+            projection = "none" if same else "random"
+        return 0 if projection == "none" else n
+
     features = config.get("features") or {}
     explain = features.get("explain") or {}
     tables = [explain] + ([explain["table4"]] if explain.get("table4") else [])
@@ -142,7 +150,9 @@ def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[Traini
         layers = features["targets"][target]["layers"]
         for name, run in table["runs"].items():
             train = {**explain["train"], **run.get("train", {})}
-            jobs.append(job("features", name, run["explainer"], train, models[target]["hidden_size"], len(layers)))
+            projection = run.get("projection", train.get("projection", "auto"))
+            n_proj = projections(target, run["explainer"], projection, len(layers))
+            jobs.append(job("features", name, run["explainer"], train, models[target]["hidden_size"], n_proj))
     for task in ("patching", "hints"):
         section = (config.get(task) or {}).get("explain")
         if not section:
@@ -151,7 +161,10 @@ def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[Traini
             if row["variant"] == "untrained":
                 continue
             hidden = models[row["target"]]["hidden_size"] if task == "patching" else None
-            n_proj = int(config[task].get("n_chunks", 1)) if task == "patching" else 0
+            n_proj = 0
+            if task == "patching" and row["variant"] != "no_activation":
+                n_proj = projections(row["target"], row["explainer"], section["train"].get("projection", "auto"),
+                                     int(config[task].get("n_chunks", 1)))
             name = f"{row['target']}/{row['explainer']}/{row['variant']}"
             jobs.append(job(task, name, row["explainer"], section["train"], hidden, n_proj))
     return jobs

@@ -90,13 +90,15 @@ class LowRankLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(base.weight.detach().clone(), requires_grad=False)
         out_features, in_features = self.weight.shape
-        self.lora_A = nn.Parameter(torch.empty(r, in_features, dtype=self.weight.dtype))
+        # the update in float32 whatever the model's dtype (as PEFT keeps its adapters): small steps survive bf16
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, dtype=torch.float32))
         nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
-        self.lora_B = nn.Parameter(torch.zeros(out_features, r, dtype=self.weight.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, dtype=torch.float32))
         self.scale = alpha / r
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.weight) + self.scale * (x @ self.lora_A.T) @ self.lora_B.T
+        update = (x.to(self.lora_A.dtype) @ self.lora_A.T) @ self.lora_B.T
+        return nn.functional.linear(x, self.weight) + (self.scale * update).to(x.dtype)
 
     @staticmethod
     def merge(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> torch.Tensor:

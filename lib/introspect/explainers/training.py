@@ -6,7 +6,9 @@ is the loop (plain PyTorch on a CPU or one GPU, DeepSpeed on GPUs).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -128,10 +130,24 @@ class _StopSignal:
 CHECKPOINT_FILE = "state.pt"
 
 
+def _data_digest(data: ExplainerData) -> str:
+    digest = hashlib.sha256()
+    for item in data.items:
+        digest.update(json.dumps([item.input_ids, item.labels, item.vector_pos]).encode())
+    digest.update(json.dumps(data.layers).encode())
+    if data.vectors is not None:
+        digest.update(data.vectors.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _fingerprint(explainer: VectorExplainer, data: ExplainerData, settings: TrainSettings, world: int) -> dict:
+    """What a checkpoint must share with the training that finds it: settings, data, model, ranks."""
     # ds_shape: a ZeRO-3 parameter's full shape (its tensor holds only this rank's partition)
     shapes = {n: tuple(getattr(p, "ds_shape", p.shape)) for n, p in explainer.named_parameters() if p.requires_grad}
-    return {"settings": settings.fingerprint(), "examples": len(data), "world": world, "trainable": shapes}
+    deepspeed = Path(settings.deepspeed_config).read_text() if settings.deepspeed_config else None
+    model = getattr(explainer.lm, "name_or_path", None)
+    return {"settings": settings.fingerprint(), "deepspeed": deepspeed, "world": world, "trainable": shapes,
+            "explainer": repr(explainer.settings), "model": str(model), "data": _data_digest(data)}
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -148,7 +164,8 @@ def _load_checkpoint(path: Path, fingerprint: dict) -> dict | None:
     if not file.exists():
         return None
     state = torch.load(file, map_location="cpu", weights_only=False)
-    if state.get("fingerprint") != fingerprint or ("tag" in state and not (path / state["tag"]).is_dir()):
+    complete = all((path / state[key]).is_dir() for key in ("tag", "rng") if key in state)
+    if state.get("fingerprint") != fingerprint or not complete:
         log.warning("checkpoint %s belongs to another training (settings, data or model differ); starting over",
                     file)
         return None
@@ -208,11 +225,17 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
                     p.copy_(resumed["params"][n].to(p.device, p.dtype))
             optimiser.load_state_dict(resumed["optimiser"])
         else:  # every rank reads its own shard of weights and optimiser state
-            engine.load_checkpoint(str(checkpoint), tag=resumed["tag"])
+            loaded, _ = engine.load_checkpoint(str(checkpoint), tag=resumed["tag"])
+            if loaded is None:
+                raise RuntimeError(f"DeepSpeed could not read the checkpoint {checkpoint / resumed['tag']}; delete "
+                                   f"{checkpoint} to start the training over")
         history = list(resumed["history"])
         start_epoch, skip_groups, step = resumed["epoch"], resumed["groups_done"], resumed["step"]
         epoch_generator_state = resumed["epoch_generator"]
-        torch.set_rng_state(torch.load(checkpoint / f"rng-{rank}.pt", weights_only=False))
+        rng = torch.load(checkpoint / resumed["rng"] / f"{rank}.pt", weights_only=False)
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
         log.info("resumed from %s at step %d (epoch %d)", checkpoint / CHECKPOINT_FILE, step, start_epoch)
 
     def save(epoch: int, groups_done: int) -> None:
@@ -229,14 +252,18 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
         else:
             state["params"] = {n: p.detach().cpu().clone() for n, p in named}
             state["optimiser"] = optimiser.state_dict()
-        rng = checkpoint / f".rng-{rank}.pt.tmp"
-        torch.save(torch.get_rng_state(), rng)
-        os.replace(rng, checkpoint / f"rng-{rank}.pt")
+        state["rng"] = f"rng-step{step}"  # a folder per checkpoint: state.pt names the one that belongs to it
+        rng_dir = checkpoint / state["rng"]
+        rng_dir.mkdir(parents=True, exist_ok=True)
+        rng = rng_dir / f".{rank}.pt.tmp"
+        torch.save({"cpu": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}, rng)
+        os.replace(rng, rng_dir / f"{rank}.pt")
         barrier()
         if rank == 0:
             _save_checkpoint(checkpoint, state)
-            for old in checkpoint.glob("step*"):  # DeepSpeed's earlier tags
-                if old.is_dir() and old.name != state.get("tag"):
+            for old in [*checkpoint.glob("step*"), *checkpoint.glob("rng-step*")]:  # earlier checkpoints
+                if old.is_dir() and old.name not in (state.get("tag"), state["rng"]):
                     shutil.rmtree(old, ignore_errors=True)
         barrier()
 
@@ -250,6 +277,10 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
                 generator.set_state(epoch_generator_state)
             batches = _batches(len(data), settings.batch_size, generator)
             groups = [batches[i:i + micro_per_step] for i in range(0, len(batches), micro_per_step)]
+            if settings.engine == "deepspeed" and len(groups[-1]) < micro_per_step and len(groups) == 1:
+                raise ValueError(f"{len(batches)} micro-batches of {settings.batch_size} do not fill one DeepSpeed step "
+                                 f"of {world} ranks x grad_accum {settings.grad_accum}: lower train.batch_size or "
+                                 "grad_accum, or train on fewer GPUs")
             if settings.engine == "deepspeed" and len(groups[-1]) < micro_per_step and len(groups) > 1:
                 # DeepSpeed steps after exactly grad_accum micro-batches on every rank: a short last group
                 # would desynchronise the ranks, so its examples wait for the next epoch's order
@@ -307,6 +338,7 @@ def _single_process_group() -> None:
     if torch.distributed.is_initialized():
         return
     folder = tempfile.mkdtemp(prefix="introspect-pg-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
     store = torch.distributed.FileStore(os.path.join(folder, "store"), 1)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
@@ -335,6 +367,10 @@ def _deepspeed_engine(explainer: VectorExplainer, params, settings: TrainSetting
         elif config.get(key, {}).get("enabled") == "auto":
             supported = torch.cuda.is_bf16_supported() if key == "bf16" else not torch.cuda.is_bf16_supported()
             config[key]["enabled"] = supported
+    if config.get("zero_optimization", {}).get("stage", 0) >= 3:
+        # partition the explainer built on the host now, so that initialize moves only this rank's share to the
+        # accelerator (it would move a module whose parameters are not yet partitioned there whole)
+        deepspeed.zero.Init(module=explainer, config_dict_or_path=config)
     engine, *_ = deepspeed.initialize(model=explainer, model_parameters=params, config=config)
     return engine
 
