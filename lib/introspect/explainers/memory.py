@@ -12,8 +12,10 @@ Per rank, in bytes, for P parameters of which T are trained, R ranks, ZeRO stage
 - 3 GB of CUDA context, allocator slack and communication buffers.
 
 Trained parameters: every parameter for full tuning (Pi_l included); under LoRA the adapters of every linear
-layer (r (in + out) each) and Pi_l's low-rank update. The estimate is an upper bound of the steady state, not
-a measurement; docs/cluster.md holds the table for configs/paper.yaml.
+layer (r (in + out) each) and Pi_l's low-rank update. An estimate of the steady state, not a measurement:
+DeepSpeed's own buffers (the live-parameter cache, fp32 gradient partitions at the step) are covered only roughly
+by the overhead, and SwiGLU blocks keep somewhat more activations than the formula's GPT block. docs/cluster.md
+holds the table for configs/paper.yaml.
 """
 
 from __future__ import annotations
