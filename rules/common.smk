@@ -4,6 +4,7 @@ import dataclasses
 
 from introspect.config import model_specs
 from introspect.config import SELFIE_DEFAULTS
+from introspect.explainers.model import resolve_projection
 from introspect.provenance import code_hash
 from introspect.names import scaled_name, split_scaled
 
@@ -125,9 +126,7 @@ def trained_rows(task):
 
 def explainer_projection(target, explainer, projection):
     """auto: no projection when hidden sizes match, else a random Pi_l (the paper's default)."""
-    if projection != "auto":
-        return projection
-    return "none" if MODELS[target].hidden_size == MODELS[explainer].hidden_size else "random"
+    return resolve_projection(projection, MODELS[target].hidden_size, MODELS[explainer].hidden_size)
 
 
 def hint_targets():

@@ -20,10 +20,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
-from introspect.explainers.memory import GB, SEQ_LEN, per_gpu_bytes, shape_of, trained_params, training_jobs  # noqa: E402
+from introspect.explainers.memory import GB, gpu_hours, per_gpu_bytes, shape_of, trained_params, training_jobs  # noqa: E402
 
 FEATURES_PER_LAYER = 131_072
-GPU_FLOPS = 400e12
 
 
 def main() -> None:
@@ -40,19 +39,8 @@ def main() -> None:
     for job in training_jobs(config, root):
         shape = shape_of(config["models"][job.explainer])
         on, off = per_gpu_bytes(job, shape, True), per_gpu_bytes(job, shape, False)
-        if job.task == "features":
-            layers = config["features"]["targets"][next(t["target"] for t in [config["features"]["explain"],
-                     config["features"]["explain"].get("table4", {})] if job.name in t.get("runs", {}))]["layers"]
-            rows = FEATURES_PER_LAYER * len(layers)
-            epochs = int({**config["features"]["explain"]["train"],
-                          **next(t["runs"][job.name] for t in [config["features"]["explain"],
-                                 config["features"]["explain"].get("table4", {})]
-                                 if job.name in t.get("runs", {})).get("train", {})}["epochs"])
-        else:
-            rows = args.rows
-            epochs = int(config[job.task]["explain"]["train"]["epochs"])
-        per_token = (6 if job.tuning == "full" else 4) * shape.n_params + (2 * shape.n_params if job.gradient_checkpointing else 0)
-        hours = rows * epochs * SEQ_LEN[job.task] * per_token / GPU_FLOPS / 3600
+        rows = FEATURES_PER_LAYER * job.target_layers if job.task == "features" else args.rows
+        hours = gpu_hours(job, shape, rows)
         hours_text = f"{hours:,.0f}" if hours >= 10 else f"{hours:.1f}"
         g = lambda v: f"{v / GB:.1f}"  # noqa: E731
         print(f"| {job.task} | {job.name} | {job.explainer} | {job.tuning} (trains {trained_params(job, shape) / 1e9:.2f}B) "

@@ -13,7 +13,8 @@ LLAMA_8B = shape_of({"n_layers": 32, "hidden_size": 4096, "n_params": 8_030_261_
 
 def job(**kw) -> TrainingJob:
     fields = dict(task="features", name="x", explainer="llama-3.1-8b", tuning="full", batch_size=16, grad_accum=1,
-                  gpus=1, zero_stage=1, gradient_checkpointing=False, lora_r=16, target_hidden=None, n_projections=0)
+                  gpus=1, zero_stage=1, gradient_checkpointing=False, lora_r=16, target_hidden=None, n_projections=0,
+                  epochs=1, target_layers=1)
     return TrainingJob(**(fields | kw))
 
 
@@ -21,7 +22,7 @@ def test_8b_full_tuning_on_one_gpu_needs_16_bytes_per_parameter():
     parts = per_gpu_bytes(job(), LLAMA_8B)
     states = parts["weights"] + parts["gradients"] + parts["optimiser"]
     assert abs(states / 8_030_261_248 - 16) < 0.01  # bf16 weights and grads, fp32 master + two moments
-    assert parts["total"] > 135 * GB  # 140 GB with batch 16 of 96 tokens: no 80 GB GPU holds it
+    assert parts["total"] > 80 * GB  # no 80 GB GPU holds it
 
 
 def test_zero3_divides_every_state_and_checkpointing_the_activations():

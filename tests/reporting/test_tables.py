@@ -116,6 +116,20 @@ def test_markdown_bolds_best_cells_and_blanks_repeated_groups():
     assert len(lines) == 7
 
 
+def test_html_page_shows_the_same_cells_as_the_markdown():
+    from introspect.reporting.tables import to_html
+
+    page = to_html(build(), "Table X: <test>", notes=["a & b"], labels={"group": "Target"})
+    assert "<title>Table X: &lt;test&gt;</title>" in page and "<th>Target</th>" in page
+    assert "<td><b>87.5 ± 12.5</b></td><td>30.0 ± 1.0</td>" in page  # bold where the Markdown has **
+    assert "<li>a &amp; b</li>" in page and page.count("<tr>") == 6  # header + 5 rows
+
+
+def test_a_pipe_in_a_cell_is_escaped_in_markdown_only():
+    table = pl.DataFrame({"token_type": ["' |'"], "changed": [1]})
+    assert "| ' \\|' | 1 |" in to_markdown(table)
+
+
 def test_extra_columns_pass_through_markdown():
     table = build().join(
         pl.DataFrame({

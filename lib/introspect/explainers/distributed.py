@@ -18,9 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,26 +36,26 @@ CALL_FILE = "call.pkl"
 SHUTDOWN_TIMEOUT = 540  # seconds torchrun waits for stopping ranks before SIGKILL (the SLURM warning is 600 s)
 
 
-class _WaitThroughSignals:
-    """While torchrun runs, SIGTERM / SIGINT to the launcher are remembered, not fatal: the ranks get the signal
-    as well, checkpoint and exit, and the launcher then reports their failure (main thread only)."""
+class SignalsNoted:
+    """While active, SIGTERM / SIGINT are noted in `received` (and logged with `message`) instead of ending the
+    process, so that the code can stop at a point of its choosing; installed in the main thread only."""
 
-    def __init__(self) -> None:
+    def __init__(self, message: str) -> None:
+        self.message = message
         self.received: list[int] = []
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "_WaitThroughSignals":
-        import signal
-        import threading
-
+    def __enter__(self) -> "SignalsNoted":
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(signum))
+                self._previous[sig] = signal.signal(sig, self._note)
         return self
 
-    def __exit__(self, *exc) -> None:
-        import signal
+    def _note(self, signum, frame) -> None:
+        log.warning("signal %d received: %s", signum, self.message)
+        self.received.append(signum)
 
+    def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -94,21 +96,14 @@ def all_reduce_gradients(params: Sequence[torch.nn.Parameter]) -> None:
         grad.copy_(reduced)
 
 
-def all_reduce_sum(value: float, device: str | torch.device = "cpu") -> float:
+def step_totals(loss: float, stop: bool, device: str | torch.device = "cpu") -> tuple[float, bool]:
+    """One all-reduce per optimiser step: the step's loss summed over the ranks, and whether any rank was told
+    to stop (so that every rank stops at the same step; all ranks must call it)."""
     if rank_and_world()[1] == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+        return loss, stop
+    t = torch.tensor([loss, 1.0 if stop else 0.0], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
-    return float(t.item())
-
-
-def any_rank(flag: bool, device: str | torch.device = "cpu") -> bool:
-    """True on every rank when `flag` is true on any rank (all ranks must call it at the same step)."""
-    if rank_and_world()[1] == 1:
-        return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
+    return float(t[0].item()), bool(t[1].item() > 0)
 
 
 def rank_device(device: str) -> str:
@@ -166,15 +161,15 @@ def launch(fn: Callable, kwargs: dict[str, Any], ranks: int, device: str = "cpu"
         log.info("world size %d: %s", ranks, " ".join(cmd[2:]))
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, threads // ranks)))
         tail: list[str] = []
-        with _WaitThroughSignals() as signals, subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        # the ranks get the signal too: let them checkpoint, then report how they ended
+        waiting = SignalsNoted("waiting for the ranks to checkpoint and stop")
+        with waiting, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                       env=env) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
                 tail = (tail + [line])[-40:]
                 log.info("[ranks] %s", line)
-        if signals.received:
-            log.warning("signal %s received: the ranks were left to checkpoint and stop", signals.received)
         if proc.returncode != 0:
             raise RuntimeError(f"training on {ranks} ranks failed (torchrun exit code {proc.returncode}); the ranks' "
                                "last output:\n" + "\n".join(tail))

@@ -25,6 +25,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from introspect.explainers.model import resolve_projection
+
 GB = 1e9
 OVERHEAD = 3 * GB
 #: tokens per training example of each task, rounded up (feature questions are short; hint prompts hold a
@@ -77,6 +79,8 @@ class TrainingJob:
     lora_r: int
     target_hidden: int | None  # Pi_l's input size (None: no vector)
     n_projections: int
+    epochs: int
+    target_layers: int  # feature task: the target layers whose features are the examples (else 0)
 
     @property
     def global_batch(self) -> int:
@@ -114,6 +118,14 @@ def per_gpu_bytes(job: TrainingJob, shape: ModelShape, checkpointing: bool | Non
     return parts
 
 
+def gpu_hours(job: TrainingJob, shape: ModelShape, rows: int, gpu_flops: float = 400e12) -> float:
+    """GPU-hours of `job` on `rows` examples: 6 P FLOPs per trained token for full tuning, 4 P for LoRA (no weight
+    gradients of the frozen base), 2 P more for gradient checkpointing's recomputation, at `gpu_flops` per GPU."""
+    per_token = (6 if job.tuning == "full" else 4) * shape.n_params + (2 * shape.n_params if job.gradient_checkpointing
+                                                                       else 0)
+    return rows * job.epochs * SEQ_LEN[job.task] * per_token / gpu_flops / 3600
+
+
 def _zero_stage(train: dict, root: Path) -> int:
     if train.get("engine") != "deepspeed":
         return 0
@@ -130,19 +142,17 @@ def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[Traini
     default_gpus = int(config["compute"].get("gpus", {}).get("train", 0))
     jobs = []
 
-    def job(task, name, explainer, train, target_hidden, n_proj):
+    def job(task, name, explainer, train, target_hidden, n_proj, target_layers=0):
         gpus = models[explainer].get("train_gpus") or default_gpus or 1
         return TrainingJob(task, name, explainer, train["tuning"], int(train["batch_size"]),
                            int(train.get("grad_accum", 1)), int(gpus), _zero_stage(train, root),
                            bool(train.get("gradient_checkpointing", False)), int(train.get("lora_r", 16)),
-                           target_hidden, n_proj)
+                           target_hidden, n_proj, int(train["epochs"]), target_layers)
 
     def projections(target, explainer, projection, n):
-        """Pi_l count as the rules resolve it: auto = none when the hidden sizes match, else random."""
-        if projection == "auto":
-            same = models[target]["hidden_size"] == models[explainer]["hidden_size"]
-            projection = "none" if same else "random"
-        return 0 if projection == "none" else n
+        """Pi_l count as the rules resolve the projection."""
+        hidden = models[target]["hidden_size"], models[explainer]["hidden_size"]
+        return 0 if resolve_projection(projection, *hidden) == "none" else n
 
     features = config.get("features") or {}
     explain = features.get("explain") or {}
@@ -154,7 +164,8 @@ def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[Traini
             train = {**explain["train"], **run.get("train", {})}
             projection = run.get("projection", train.get("projection", "auto"))
             n_proj = projections(target, run["explainer"], projection, len(layers))
-            jobs.append(job("features", name, run["explainer"], train, models[target]["hidden_size"], n_proj))
+            jobs.append(job("features", name, run["explainer"], train, models[target]["hidden_size"], n_proj,
+                            len(layers)))
     for task in ("patching", "hints"):
         section = (config.get(task) or {}).get("explain")
         if not section:

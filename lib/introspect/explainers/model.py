@@ -81,6 +81,13 @@ class ExplainerSettings:
             raise ValueError(f"vector_norm must be positive, got {self.vector_norm}")
 
 
+def resolve_projection(projection: str, target_hidden: int, explainer_hidden: int) -> str:
+    """A configured projection: auto = none when the hidden sizes match, else a random Pi_l (the paper's)."""
+    if projection != "auto":
+        return projection
+    return "none" if target_hidden == explainer_hidden else "random"
+
+
 class LowRankLinear(nn.Module):
     """A bias-free linear map trained through a low-rank update: ``W = W0 + (alpha / r) B A`` with W0 frozen,
     A (r x in) initialised as PEFT does and B (out x r) at zero, so training starts from W0 (paper footnote 6:

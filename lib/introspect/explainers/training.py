@@ -14,24 +14,22 @@ import logging
 import math
 import os
 import shutil
-import signal
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import polars as pl
 import torch
 from tqdm.auto import tqdm
 
 from introspect.explainers.distributed import (
+    SignalsNoted,
     all_reduce_gradients,
-    all_reduce_sum,
-    any_rank,
     barrier,
     is_main,
     rank_and_world,
     shard,
+    step_totals,
 )
 from introspect.explainers.model import Batch, Encoded, VectorExplainer, collate
 
@@ -103,28 +101,6 @@ def _batches(n: int, size: int, generator: torch.Generator) -> list[list[int]]:
 
 class TrainingInterrupted(RuntimeError):
     """The job was told to stop (SIGTERM, e.g. SLURM's warning before the time limit); a checkpoint was written."""
-
-
-class _StopSignal:
-    """Remembers a SIGTERM / SIGINT until the loop reaches a step boundary (installed in the main thread only)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("signal %d received: stopping at the next step boundary, after a checkpoint", signum)
-        self.requested = True
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 CHECKPOINT_FILE = "state.pt"
@@ -249,7 +225,7 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
         if settings.engine == "deepspeed":
             state["tag"] = f"step{step}"
             engine.save_checkpoint(str(checkpoint), tag=state["tag"])
-        else:
+        elif rank == 0:  # the ranks hold the same weights and optimiser state: one copy is written
             state["params"] = {n: p.detach().cpu().clone() for n, p in named}
             state["optimiser"] = optimiser.state_dict()
         state["rng"] = f"rng-step{step}"  # a folder per checkpoint: state.pt names the one that belongs to it
@@ -269,7 +245,7 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
 
     total_steps = settings.epochs * steps_per_epoch
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", mininterval=5, disable=rank != 0)
-    with _StopSignal() as stop:
+    with SignalsNoted("stopping at the next step boundary, after a checkpoint") as stop:
         for epoch in range(start_epoch, settings.epochs):
             if epoch > start_epoch:
                 epoch_generator_state = generator.get_state()
@@ -305,12 +281,11 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
                         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
                     optimiser.step()
                     optimiser.zero_grad(set_to_none=True)
-                total = all_reduce_sum(total, device)
+                total, stopping = step_totals(total, bool(stop.received), device)
                 history.append(total)
                 step += 1
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{total:.3f}")
-                stopping = any_rank(stop.requested, device)
                 if stopping or (settings.checkpoint_every and step % settings.checkpoint_every == 0
                                 and step < total_steps):
                     save(epoch, g + 1)
@@ -347,10 +322,9 @@ def _single_process_group() -> None:
 
 def _deepspeed_engine(explainer: VectorExplainer, params, settings: TrainSettings):
     """A DeepSpeed engine around the explainer (ZeRO stage 1-3 from the config) on this process's ranks."""
+    import deepspeed
     import torch._dynamo  # noqa: F401  (both imported before DeepSpeed patches module construction for ZeRO-3)
     import transformers.generation  # noqa: F401
-
-    import deepspeed
 
     _single_process_group()
     config = json.loads(Path(settings.deepspeed_config).read_text())

@@ -231,8 +231,7 @@ def table6(datasets: dict[str, pl.DataFrame]) -> pl.DataFrame:
         pl.col("token_type").replace_strict(rank, default=len(rank), return_dtype=pl.Int64).alias("_type"),
     ).sort(["target", "_split", "_type", "token_type", "chunk"])
     # other tokens are shown quoted and escaped, so that "\n" or " of" stay readable in CSV and Markdown
-    shown = pl.col("token_type").map_elements(
-        lambda t: t if t in rank else repr(t).replace("|", "\\|"), return_dtype=pl.String)
+    shown = pl.col("token_type").map_elements(lambda t: t if t in rank else repr(t), return_dtype=pl.String)
     return table.with_columns(shown).select("target", "split", "token_type", "layer", "unchanged", "changed")
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -205,16 +204,14 @@ def _plain(value: object) -> str:
     return str(value)
 
 
-def to_markdown(
+def table_cells(
     table: pl.DataFrame,
     labels: Mapping[str, str] | None = None,
     scale: float = 1.0,
     digits: int = 1,
-) -> str:
-    """Markdown rendering: one 'mean ± se' cell per metric, bold where best; other columns as they are.
-
-    Consecutive repeats of the group label are left blank, as in the paper's tables.
-    """
+) -> tuple[list[str], list[list[tuple[str, bool]]]]:
+    """Headers and rows of (text, bold) cells: one 'mean ± se' cell per metric, bold where best; other columns
+    as they are. Consecutive repeats of the group label are left blank, as in the paper's tables."""
     labels = dict(labels or {})
     metrics = table_metrics(table)
     parts = {f"{m}_{s}" for m in metrics for s in ("mean", "se", "best")}
@@ -226,10 +223,7 @@ def to_markdown(
                 columns.append((labels.get(m, m), m))
         else:
             columns.append((labels.get(c, c), None))
-    lines = [
-        "| " + " | ".join(h for h, _ in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
+    rows = []
     previous_group: object = object()
     cols = [c for c in table.columns if c not in parts]
     for rec in table.iter_rows(named=True):
@@ -244,14 +238,58 @@ def to_markdown(
                     previous_group = value
                 else:
                     text = _plain(value)
-                cells.append(text)
+                cells.append((text, False))
             elif rec[f"{metric}_mean"] is None:  # a row not scored on this metric (e.g. gold labels on ACT)
-                cells.append("—")
+                cells.append(("—", False))
             else:
                 cell = format_cell(rec[f"{metric}_mean"], rec[f"{metric}_se"], scale=scale, digits=digits)
-                cells.append(f"**{cell}**" if rec[f"{metric}_best"] else cell)
-        lines.append("| " + " | ".join(cells) + " |")
+                cells.append((cell, bool(rec[f"{metric}_best"])))
+        rows.append(cells)
+    return [h for h, _ in columns], rows
+
+
+def to_markdown(
+    table: pl.DataFrame,
+    labels: Mapping[str, str] | None = None,
+    scale: float = 1.0,
+    digits: int = 1,
+) -> str:
+    """Markdown rendering of :func:`table_cells` (bold as ``**...**``; a ``|`` in a cell escaped)."""
+    headers, rows = table_cells(table, labels, scale, digits)
+
+    def md(text: str, bold: bool = False) -> str:
+        text = text.replace("|", "\\|")
+        return f"**{text}**" if bold else text
+
+    lines = ["| " + " | ".join(md(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(md(text, bold) for text, bold in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def to_html(
+    table: pl.DataFrame,
+    title: str,
+    notes: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    scale: float = 1.0,
+    digits: int = 1,
+) -> str:
+    """A standalone HTML page of :func:`table_cells`: what ``snakemake --report`` shows inline for each table
+    (a CSV would only be a download link)."""
+    headers, rows = table_cells(table, labels, scale, digits)
+
+    def cell(text: str, bold: bool, tag: str = "td") -> str:
+        text = html.escape(text, quote=False)
+        return f"<{tag}>{'<b>' + text + '</b>' if bold else text}</{tag}>"
+
+    head = "".join(cell(h, False, "th") for h in headers)
+    body = "\n".join("<tr>" + "".join(cell(text, bold) for text, bold in row) + "</tr>" for row in rows)
+    items = "".join(f"<li>{html.escape(n, quote=False)}</li>" for n in notes)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
+            "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
+            "th,td{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}</style></head>\n"
+            f"<body><h2>{html.escape(title)}</h2>\n<table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>"
+            f"</table>\n<ul>{items}</ul></body></html>\n")
 
 
 def write_table(
@@ -264,7 +302,8 @@ def write_table(
     scale: float = 1.0,
     digits: int = 1,
 ) -> None:
-    """Write a built table as CSV (columns as in ``df``, floats with 6 decimals) and as titled Markdown."""
+    """Write a built table as CSV (columns as in ``df``, floats with 6 decimals), as titled Markdown and, beside
+    the Markdown, as an HTML page for the report."""
     csv_path, md_path = Path(csv_path), Path(md_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -275,33 +314,5 @@ def write_table(
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     md_path.write_text(text, encoding="utf-8")
     html_path = md_path.with_suffix(".html")
-    html_path.write_text(markdown_to_html(text), encoding="utf-8")
+    html_path.write_text(to_html(df, title, notes, labels=labels, scale=scale, digits=digits), encoding="utf-8")
     log.info("wrote %s, %s and %s (%d rows)", csv_path, md_path, html_path, df.height)
-
-
-def _inline_html(text: str) -> str:
-    """One Markdown cell or note as HTML: escaped, with ``**bold**`` and a ``\\|`` escaped pipe."""
-    text = html.escape(text.replace("\\|", "|"), quote=False)
-    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-
-
-def markdown_to_html(text: str) -> str:
-    """The Markdown that :func:`write_table` writes (a ``#`` title, one pipe table, ``-`` notes) as a standalone
-    HTML page: what ``snakemake --report`` shows inline for each table (a CSV would only be a download link)."""
-    title, rows, notes = "", [], []
-    for line in text.splitlines():
-        if line.startswith("# "):
-            title = line[2:]
-        elif line.startswith("|") and not set(line) <= set("|-: "):
-            cells = re.split(r"(?<!\\)\|", line.strip()[1:-1])
-            rows.append([c.strip() for c in cells])
-        elif line.startswith("- "):
-            notes.append(line[2:])
-    head = "".join(f"<th>{_inline_html(c)}</th>" for c in rows[0]) if rows else ""
-    body = "\n".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
-    items = "".join(f"<li>{_inline_html(n)}</li>" for n in notes)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>\n"
-            "<style>body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}"
-            "th,td{border:1px solid #bbb;padding:3px 8px;text-align:left}th{background:#eee}</style></head>\n"
-            f"<body><h2>{html.escape(title)}</h2>\n<table><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>"
-            f"</table>\n<ul>{items}</ul></body></html>\n")
