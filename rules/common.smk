@@ -7,8 +7,10 @@ from introspect.config import SELFIE_DEFAULTS
 from introspect.explainers.model import resolve_projection
 from introspect.provenance import code_hash
 from introspect.names import scaled_name, split_scaled
+from introspect.sizing import Sizer, simulator_size
 
 MODELS = model_specs(config)
+SIZER = Sizer(config, root=workflow.basedir)
 
 
 def model_spec(name):
@@ -60,9 +62,41 @@ def paper_targets():
     return targets or materialised_models()
 
 
+def sized_job(rule, wildcards, models=None):
+    """introspect.sizing's Resources of one job of `rule`; `models(wildcards)` (or a list) names the models it
+    loads: registry names, or what simulator_models() gives."""
+    loaded = models(wildcards) if callable(models) else (models or [])
+    return SIZER.job(rule, dict(wildcards.items()), loaded)
+
+
+def sized(rule, models=None):
+    """A rule's resources from the sizing arithmetic, for `resources: **sized(...)`: mem_mb, runtime (minutes)
+    and gpu, each a function of the job's wildcards. The SLURM profile's set-resources overrides them."""
+
+    def resource(name):
+        return lambda wildcards: getattr(sized_job(rule, wildcards, models), name)
+
+    return {name: resource(name) for name in ("mem_mb", "runtime", "gpu")}
+
+
+def sized_threads(rule, explainer=None):
+    """A rule's threads (SLURM cpus-per-task) from the same arithmetic: compute.threads for a compute-heavy job,
+    1 for the others; a training job's (at least one per rank it launches) from `explainer(wildcards)`."""
+    if explainer is None:
+        return SIZER.threads_of(rule)
+    return lambda wildcards: SIZER.threads_of(rule, SIZER.models[explainer(wildcards)])
+
+
+def simulator_models():
+    """The model features.simulator loads on compute.device (the finetuned simulator), as a list for sized()."""
+    size = simulator_size(config["features"]["simulator"])
+    return [size] if size else []
+
+
 def stage_threads():
-    """CPU threads of a compute-heavy job (config compute.threads; 1 when not set)."""
-    return int(config["compute"].get("threads", 1))
+    """CPU threads of a compute-heavy job (config compute.threads; 1 when not set); rules take theirs from
+    sized_threads()."""
+    return SIZER.threads
 
 
 def train_processes():
@@ -71,20 +105,15 @@ def train_processes():
     return int(config["compute"].get("processes", {}).get("train", 1))
 
 
-def train_threads():
-    """CPU threads of a training job: at least one per rank it launches."""
-    return max(stage_threads(), train_processes())
-
-
-def train_gpus(explainer):
-    """GPUs of a training job whose explainer is `explainer`: its registry train_gpus, else compute.gpus.train."""
-    return MODELS[explainer].train_gpus or stage_gpus("train")
-
-
 def deepspeed_config_text(train):
     """The DeepSpeed JSON a train section names, as a param: editing the file re-runs its trainings."""
     path = train.get("deepspeed_config") if train.get("engine") == "deepspeed" else None
     return (Path(workflow.basedir) / path).read_text() if path else None
+
+
+def memory_budget_mb():
+    """MB a streaming data stage reads at a time (compute.memory_budget_mb; 1024 when not set)."""
+    return int(config["compute"].get("memory_budget_mb", 1024))
 
 
 def checkpoint_every():
@@ -93,8 +122,8 @@ def checkpoint_every():
 
 
 def stage_gpus(stage):
-    """GPUs a job of `stage` asks the scheduler for (config compute.gpus; 0 when not listed)."""
-    return int(config["compute"].get("gpus", {}).get(stage, 0))
+    """compute.gpus.<stage> (0 when not listed); a rule's `gpu` resource comes from sized(), which starts from it."""
+    return SIZER.stage_gpus(stage)
 
 
 def patching_targets():
@@ -261,7 +290,8 @@ def method_eval_sets(method):
 
 def feature_train_inputs(wc):
     run = feature_run(wc.run)
-    inputs = {"train": f"results/{wc.target}/features/train.parquet", "model": model_dir(run["explainer"])}
+    inputs = {"train": f"results/{wc.target}/features/train.parquet",
+              "vectors": f"results/{wc.target}/features/train_vectors.safetensors", "model": model_dir(run["explainer"])}
     if feature_run_projection(wc.run) == "pretrained":
         align = run.get("align", "depth")
         inputs["projection"] = f"results/{wc.target}/features/projections/{align}/{run['explainer']}.safetensors"

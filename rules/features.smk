@@ -7,8 +7,10 @@ wildcard_constraints:
     layer=r"\d+",
 
 
-# Tables take seconds: they run in the main process, never as cluster jobs.
+# Tables take seconds, and the corpus is a small download (features.corpus.max_docs documents): they run in
+# the main process, never as cluster jobs.
 localrules:
+    features_corpus,
     table5,
     features_sae_table,
 
@@ -26,6 +28,8 @@ rule features_corpus:
         "logs/features_corpus.log",
     benchmark:
         "benchmarks/features_corpus.tsv"
+    resources:
+        **sized("features_corpus"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -47,6 +51,8 @@ rule features_tokens:
         "logs/features_tokens/{target}.log",
     benchmark:
         "benchmarks/features_tokens/{target}.tsv"
+    resources:
+        **sized("features_tokens"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -68,9 +74,9 @@ rule features_activations:
         "logs/features_activations/{target}/layer{layer}.log",
     benchmark:
         "benchmarks/features_activations/{target}/layer{layer}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_activations")
     resources:
-        gpu=stage_gpus("features"),
+        **sized("features_activations", models=lambda wc: [wc.target]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -95,9 +101,9 @@ rule features_sae:
         "logs/features_sae/{target}/layer{layer}.log",
     benchmark:
         "benchmarks/features_sae/{target}/layer{layer}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_sae")
     resources:
-        gpu=stage_gpus("features"),
+        **sized("features_sae"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -117,11 +123,14 @@ rule features_exemplars:
         code=library_code("features_exemplars"),
         exemplars=config["features"]["exemplars"],
         seed=config["seed"],
+        device=config["compute"]["device"],
     log:
         "logs/features_exemplars/{target}/layer{layer}.log",
     benchmark:
         "benchmarks/features_exemplars/{target}/layer{layer}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_exemplars")
+    resources:
+        **sized("features_exemplars"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -149,9 +158,9 @@ rule features_labels:
         "logs/features_labels/{target}/layer{layer}.log",
     benchmark:
         "benchmarks/features_labels/{target}/layer{layer}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_labels")
     resources:
-        gpu=stage_gpus("features"),
+        **sized("features_labels", models=lambda wc: simulator_models()),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -159,7 +168,8 @@ rule features_labels:
 
 
 rule features_split:
-    """Hold out n_test labelled features per layer (the SAE eval set); the rest is the training pool."""
+    """Hold out n_test labelled features per layer (the SAE eval set); the rest is the training pool (its
+    vectors streamed to a float16 row file, a chunk at a time)."""
     input:
         labels=lambda wc: expand("results/{{target}}/features/labels/layer{layer}.parquet",
                                  layer=feature_layers(wc.target)),
@@ -170,6 +180,7 @@ rule features_split:
         tokens="results/{target}/features/tokens.parquet",
     output:
         train="results/{target}/features/train.parquet",
+        vectors="results/{target}/features/train_vectors.safetensors",
         test="results/{target}/features/eval/sae.parquet",
         sample="results/{target}/features/labels_sample.md",
         stats="results/{target}/features/split.json",
@@ -178,10 +189,13 @@ rule features_split:
         split=config["features"]["split"],
         width=config["features"]["exemplars"]["width"],
         seed=config["seed"],
+        budget_mb=memory_budget_mb(),
     log:
         "logs/features_split/{target}.log",
     benchmark:
         "benchmarks/features_split/{target}.tsv"
+    resources:
+        **sized("features_split"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -206,7 +220,9 @@ rule features_eval_act:
         "logs/features_eval_act/{target}.log",
     benchmark:
         "benchmarks/features_eval_act/{target}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_eval_act")
+    resources:
+        **sized("features_eval_act"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -234,9 +250,9 @@ rule features_eval_dact:
         "logs/features_eval_dact/{target}.log",
     benchmark:
         "benchmarks/features_eval_dact/{target}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_eval_dact")
     resources:
-        gpu=stage_gpus("features"),
+        **sized("features_eval_dact", models=lambda wc: [wc.target]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -266,9 +282,9 @@ rule features_similarity:
         "logs/features_similarity/{target}/{explainer}.log",
     benchmark:
         "benchmarks/features_similarity/{target}/{explainer}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_similarity")
     resources:
-        gpu=stage_gpus("features"),
+        **sized("features_similarity", models=lambda wc: [wc.explainer]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -290,6 +306,8 @@ rule table5:
         "logs/table5.log",
     benchmark:
         "benchmarks/table5.tsv"
+    resources:
+        **sized("table5"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -315,6 +333,8 @@ rule features_sae_table:
         "logs/features_sae_table.log",
     benchmark:
         "benchmarks/features_sae_table.tsv"
+    resources:
+        **sized("features_sae_table"),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -37,9 +37,9 @@ rule features_projection:
         "logs/features_projection/{target}/{align}/{explainer}.log",
     benchmark:
         "benchmarks/features_projection/{target}/{align}/{explainer}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_projection")
     resources:
-        gpu=stage_gpus("features"),
+        **sized("features_projection", models=lambda wc: [wc.explainer]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -68,9 +68,9 @@ rule features_train:
         "logs/features_train/{target}/{run}.log",
     benchmark:
         "benchmarks/features_train/{target}/{run}.tsv"
-    threads: train_threads()
+    threads: sized_threads("features_train", explainer=lambda wc: feature_run(wc.run)["explainer"])
     resources:
-        gpu=lambda wc: train_gpus(feature_run(wc.run)["explainer"]),
+        **sized("features_train", models=lambda wc: [feature_run(wc.run)["explainer"]]),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
         nodes=1,  # torchrun --standalone: the job's GPUs on one node
@@ -98,9 +98,9 @@ rule features_predict:
         "logs/features_predict/{target}/{run}.log",
     benchmark:
         "benchmarks/features_predict/{target}/{run}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_predict")
     resources:
-        gpu=stage_gpus("train"),
+        **sized("features_predict", models=lambda wc: [feature_run(wc.run)["explainer"]]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -112,6 +112,7 @@ rule features_baseline:
     input:
         evalsets=expand("results/{{target}}/features/eval/{evalset}.parquet", evalset=["sae", "act", "dact"]),
         train="results/{target}/features/train.parquet",
+        vectors="results/{target}/features/train_vectors.safetensors",
     output:
         [f"results/{{target}}/features/predictions/{{baseline}}/{e}.parquet" for e in ("sae", "act", "dact")],
     wildcard_constraints:
@@ -120,10 +121,13 @@ rule features_baseline:
         code=library_code("features_baseline"),
         n_per_layer=lambda wc: split_scaled(wc.baseline)[1],
         seed=config["seed"],
+        budget_mb=memory_budget_mb(),
     log:
         "logs/features_baseline/{target}/{baseline}.log",
     benchmark:
         "benchmarks/features_baseline/{target}/{baseline}.tsv"
+    resources:
+        **sized("features_baseline"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -142,6 +146,8 @@ rule features_gold:
         "logs/features_gold/{target}.log",
     benchmark:
         "benchmarks/features_gold/{target}.tsv"
+    resources:
+        **sized("features_gold"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -164,9 +170,9 @@ rule features_selfie:
         "logs/features_selfie/{target}.log",
     benchmark:
         "benchmarks/features_selfie/{target}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_selfie")
     resources:
-        gpu=stage_gpus("train"),
+        **sized("features_selfie", models=lambda wc: [wc.target]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -196,7 +202,9 @@ rule features_score:
         "logs/features_score/{target}/{method}.log",
     benchmark:
         "benchmarks/features_score/{target}/{method}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("features_score")
+    resources:
+        **sized("features_score", models=lambda wc: simulator_models()),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -225,6 +233,8 @@ rule table1:
         "logs/table1.log",
     benchmark:
         "benchmarks/table1.tsv"
+    resources:
+        **sized("table1"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -258,6 +268,8 @@ if "table4" in feature_tables():
             "logs/table4.log",
         benchmark:
             "benchmarks/table4.tsv"
+        resources:
+            **sized("table4"),
         conda:
             "../envs/introspect.yaml"
         script:
@@ -282,6 +294,8 @@ rule figure6:
         "logs/figure6.log",
     benchmark:
         "benchmarks/figure6.tsv"
+    resources:
+        **sized("figure6"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -310,6 +324,8 @@ if scaling():
             "logs/figure5_7.log",
         benchmark:
             "benchmarks/figure5_7.tsv"
+        resources:
+            **sized("figure5_7"),
         conda:
             "../envs/introspect.yaml"
         script:

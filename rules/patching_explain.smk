@@ -30,9 +30,9 @@ rule patching_train:
         "logs/patching_train/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/patching_train/{target}/{explainer}/{variant}.tsv"
-    threads: train_threads()
+    threads: sized_threads("patching_train", explainer=lambda wc: wc.explainer)
     resources:
-        gpu=lambda wc: train_gpus(wc.explainer),
+        **sized("patching_train", models=lambda wc: [wc.explainer]),
         train_processes=train_processes(),
         checkpoint_every=checkpoint_every(),
         nodes=1,  # torchrun --standalone: the job's GPUs on one node
@@ -60,9 +60,9 @@ rule patching_predict:
         "logs/patching_predict/{target}/{explainer}/{variant}.log",
     benchmark:
         "benchmarks/patching_predict/{target}/{explainer}/{variant}.tsv"
-    threads: stage_threads()
+    threads: sized_threads("patching_predict")
     resources:
-        gpu=stage_gpus("train"),
+        **sized("patching_predict", models=lambda wc: [wc.explainer]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -87,6 +87,8 @@ rule table2:
         "logs/table2.log",
     benchmark:
         "benchmarks/table2.tsv"
+    resources:
+        **sized("table2"),
     conda:
         "../envs/introspect.yaml"
     script:

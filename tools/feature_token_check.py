@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 from introspect.explainers.model import mean_embedding_norm  # noqa: E402
 from introspect.models.loading import load_model  # noqa: E402
+from introspect.tensorfiles import RowFile  # noqa: E402
 
 WORD_LABEL = re.compile(r'the word "(.+)"')
 
@@ -74,7 +75,8 @@ def copy_hits(model, tokenizer, vectors: torch.Tensor, words: list[str], batch_s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("train", help="the target's features/train.parquet (vector, layer, label per feature)")
+    parser.add_argument("train", help="the target's features/train.parquet (layer, label, row per feature; the "
+                                      "vectors are read from train_vectors.safetensors next to it)")
     parser.add_argument("explainer", help="the explainer's model folder (its input embeddings are compared)")
     parser.add_argument("projections", nargs="*", help="projection .safetensors files (one Pi_l per layer)")
     parser.add_argument("--copy", type=int, default=0, metavar="N",
@@ -84,13 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = model.get_input_embeddings().weight.detach().float()
     unit = embeddings / embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12)
     train = pl.read_parquet(args.train)
+    bank = RowFile(Path(args.train).with_name("train_vectors.safetensors"))
     maps = {"identity (v as it is)": None} | {p: {int(k): w.float() for k, w in load_file(p).items()}
                                                for p in args.projections}
     for layer in sorted(set(train["layer"].to_list())):
         rows = train.filter(pl.col("layer") == layer)
         wanted = [word_token_ids(tokenizer, label) for label in rows["label"].to_list()]
         keep = [i for i, ids in enumerate(wanted) if ids]
-        vectors = torch.from_numpy(rows["vector"].to_numpy().copy()).float()[keep]
+        vectors = torch.from_numpy(bank.take(rows["row"].to_numpy()[keep]).astype("float32"))
         wanted = [wanted[i] for i in keep]
         words = [WORD_LABEL.fullmatch(rows["label"][i]).group(1) for i in keep]
         for name, weights in maps.items():

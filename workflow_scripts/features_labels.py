@@ -21,6 +21,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
     exemplar_table = read_table(snakemake.input.exemplars, "feature_exemplars")  # noqa: F821
     windows = make_windows(tokens, params.width)
+    # The finetuned simulator is loaded and run on compute.device; openai sends `concurrency` requests at once.
     simulator = simulator_from_config(params.simulator, params.cache_dir, resolve_device(params.device))
     if params.labels["backend"] == "neuronpedia":
         from introspect.sources.downloads import download_neuronpedia_explanations

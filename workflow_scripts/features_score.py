@@ -3,7 +3,7 @@
 import polars as pl
 import torch
 
-from introspect.scoring.judges import EmbeddingJudge, OpenAIJudge
+from introspect.scoring.judges import judge_from_config
 from introspect.scoring.features import candidate_texts, judge_best, simulator_scores
 from introspect.groundtruth.exemplars import make_windows
 from introspect.scoring.simulators import simulator_from_config
@@ -16,6 +16,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     inputs = snakemake.input  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     windows = make_windows(read_table(inputs.tokens, "feature_tokens"), params.width)
+    # The finetuned simulator is loaded and run on compute.device; openai sends `concurrency` requests at once.
     simulator = simulator_from_config(params.simulator, f"{params.cache_dir}/simulator", resolve_device(params.device))
     rows = {"item_id": [], "metric": [], "value": []}
     for evalset, items_path, predictions_path in zip(params.evalsets, inputs.evalsets, inputs.predictions):
@@ -25,20 +26,20 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
         rows["metric"] += [f"{evalset}_simulator"] * items.height
         rows["value"] += simulator_scores(items, texts, windows, simulator, params.n_top)
         if evalset == "sae":
-            judge_cfg = params.judge
-            if judge_cfg["backend"] == "openai":
-                judge = OpenAIJudge(judge_cfg.get("model", "gpt-4.1-mini"), cache_dir=f"{params.cache_dir}/judge",
-                                    base_url=judge_cfg.get("base_url"),
-                                    api_key_env=judge_cfg.get("api_key_env", "OPENAI_API_KEY"))
-            else:
-                judge = EmbeddingJudge()
-            judged = judge_best(judge, texts, items["label"].to_list())
+            judge = judge_from_config(params.judge, f"{params.cache_dir}/judge")  # openai: `concurrency` in flight
+            judged = judge_best(judge, texts, items["label"].to_list())  # all texts in one batch
+            if hasattr(judge, "http_requests"):
+                log.info("judge: %d requests sent (retries included), %d cached replies, %d invalid replies",
+                         judge.http_requests, judge.cache_hits, judge.invalid_replies)
             invalid = sum(v is None for v in judged)
             if invalid:
                 log.warning("%d items had only invalid judge replies; they score 0", invalid)
             rows["item_id"] += items["item_id"].to_list()
             rows["metric"] += ["sae_judge"] * items.height
             rows["value"] += [0.0 if v is None else v for v in judged]
+    if hasattr(simulator, "http_requests"):
+        log.info("simulator: %d requests sent (retries included), %d cached replies, %d invalid replies",
+                 simulator.http_requests, simulator.cache_hits, simulator.invalid_replies)
     scores = pl.DataFrame(rows, schema={"item_id": pl.String, "metric": pl.String, "value": pl.Float64})
     log.info("%s: %s", snakemake.wildcards.method, scores.group_by("metric").agg(pl.col("value").mean()).rows())  # noqa: F821
     scores.write_parquet(snakemake.output[0])  # noqa: F821

@@ -49,7 +49,9 @@ feature_labels (results/{target}/features/labels/layer{L}.parquet) — layer, fe
   candidate_scores.
 
 feature_train (results/{target}/features/train.parquet) — the training pool: item_id ("L{layer}/f{feature}"),
-  layer, feature, vector, label, score.
+  layer, feature, row, label, score. The vectors are not in the table: row is the feature's row in
+  results/{target}/features/train_vectors.safetensors (tensor ``vectors``, (n, d) float16, the unit decoder
+  directions; read a chunk at a time with introspect.tensorfiles.RowFile), so that no stage holds all of them.
 
 feature_eval (results/{target}/features/eval/{sae,act,dact}.parquet) — eval items: item_id, layer, vector,
   label (gold label of a held-out SAE feature; null for ACT/dACT), source (what the vector is), windows,
@@ -101,7 +103,7 @@ FEATURE_LABELS = {"layer": pl.Int64, "feature": pl.Int64, "label": pl.String, "s
                   "check_score": pl.Float64, "random_candidate": pl.String, "random_score": pl.Float64,
                   "random_check_score": pl.Float64, "candidates": pl.List(pl.String),
                   "candidate_scores": pl.List(pl.Float64)}
-FEATURE_TRAIN = {"item_id": pl.String, "layer": pl.Int64, "feature": pl.Int64, "vector": VECTOR,
+FEATURE_TRAIN = {"item_id": pl.String, "layer": pl.Int64, "feature": pl.Int64, "row": pl.Int64,
                  "label": pl.String, "score": pl.Float64}
 FEATURE_EVAL = {"item_id": pl.String, "layer": pl.Int64, "vector": VECTOR, "label": pl.String,
                 "source": pl.String} | _EXEMPLAR_COLUMNS
@@ -136,15 +138,51 @@ def check_schema(df: pl.DataFrame, table: str, where: str | Path = "") -> pl.Dat
     return df
 
 
+ROW_GROUP_BYTES = 64 * 2**20  # a table with a vector column is written in row groups of about this many bytes
+
+
 def write_table(df: pl.DataFrame, path: str | Path, table: str) -> Path:
-    """Validate and write a stage's table (columns in schema order)."""
+    """Validate and write a stage's table (columns in schema order).
+
+    A table with a vector column gets row groups of about :data:`ROW_GROUP_BYTES` of vectors, so that a reader
+    that streams it (pyarrow ``iter_batches``) holds one small row group, not a quarter-million vectors."""
     check_schema(df, table, path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.select(list(TABLES[table])).write_parquet(path)
+    width = max([df.schema[name].size for name, dtype in TABLES[table].items() if dtype == VECTOR] or [0])
+    rows = max(1024, ROW_GROUP_BYTES // (4 * width)) if width else None
+    df.select(list(TABLES[table])).write_parquet(path, row_group_size=rows)
     return path
 
 
 def read_table(path: str | Path, table: str) -> pl.DataFrame:
     """Read and validate a stage's table."""
-    return check_schema(pl.read_parquet(path), table, path)
+    return check_schema(_read(path, None), table, path)
+
+
+def read_columns(path: str | Path, table: str, columns: list[str]) -> pl.DataFrame:
+    """Some columns of a stage's table (the file's whole schema is checked; only `columns` are read)."""
+    schema = read_schema(path)
+    check_schema(pl.DataFrame(schema=schema), table, path)
+    return _read(path, columns)
+
+
+def read_schema(path: str | Path) -> dict:
+    """The column types of a Parquet file, read from its footer (no data)."""
+    try:
+        return pl.read_parquet_schema(path)
+    except FileNotFoundError:
+        raise SchemaError(f"{path} does not exist; re-run the rule that writes it") from None
+    except Exception as exc:  # polars raises ComputeError for a file that is not Parquet
+        raise SchemaError(f"{path}: not a readable Parquet file ({exc}); delete it and re-run the rule that "
+                          "writes it") from None
+
+
+def _read(path: str | Path, columns: list[str] | None) -> pl.DataFrame:
+    try:
+        return pl.read_parquet(path, columns=columns)
+    except FileNotFoundError:
+        raise SchemaError(f"{path} does not exist; re-run the rule that writes it") from None
+    except pl.exceptions.ComputeError as exc:
+        raise SchemaError(f"{path}: not a readable Parquet file ({exc}); delete it and re-run the rule that "
+                          "writes it") from None

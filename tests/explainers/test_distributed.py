@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -182,3 +183,42 @@ def test_gradient_checkpointing_gives_the_same_weights(tiny, tmp_path):
     a, b = weights(tmp_path / "plain"), weights(tmp_path / "ckpt")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_training_from_the_train_vectors_file_equals_training_from_the_table(tiny, tmp_path):
+    """features_train reads vectors a batch at a time from the float16 row file that features_split writes;
+    with vectors that float16 holds exactly, that is the same training as from an in-memory vector column."""
+    from introspect.tensorfiles import RowFileWriter
+
+    table = features().with_columns(pl.col("vector").arr.eval(pl.element().round(2)))
+    vectors = np.asarray(table["vector"].to_list(), dtype=np.float16).astype(np.float32)
+    table = table.with_columns(pl.Series("vector", vectors).cast(pl.Array(pl.Float32, 16)))
+    order = np.random.default_rng(1).permutation(table.height)  # rows of the file in another order
+    with RowFileWriter(tmp_path / "v.safetensors", table.height, 16) as out:
+        out.write(vectors[np.argsort(order)])
+    from_file = table.drop("vector").with_columns(pl.Series("row", order))
+    a = launch(train_feature_explainer, {**kwargs(tiny, tmp_path / "table", epochs=1), "train": table}, ranks=1)
+    b = launch(train_feature_explainer, {**kwargs(tiny, tmp_path / "file", epochs=1), "train": from_file,
+                                         "vectors": str(tmp_path / "v.safetensors")}, ranks=1)
+    assert a == b
+    for name, tensor in weights(tmp_path / "table").items():
+        assert torch.equal(tensor, weights(tmp_path / "file")[name]), name
+
+
+def test_lazily_encoded_feature_items_equal_the_eager_encoding(tiny):
+    from introspect.explainers.features import FEATURE_PROMPTS, feature_examples, feature_question
+    from transformers import AutoTokenizer
+
+    from introspect.explainers.model import add_vector_tokens, encode
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    add_vector_tokens(tokenizer)
+    table = features()
+    data = feature_examples(table, tokenizer, chat=False, seed=3)
+    rng = random.Random(3)
+    for i, (layer, label) in enumerate(zip(table["layer"], table["label"])):
+        question = feature_question(rng.choice(FEATURE_PROMPTS), layer)
+        assert data.items[i] == encode(tokenizer, question, label, chat=False)
+    digest = data.items.digest()
+    assert len(data.items) == table.height and digest == feature_examples(table, tokenizer, False, 3).items.digest()
+    assert digest != feature_examples(table, tokenizer, False, 4).items.digest()

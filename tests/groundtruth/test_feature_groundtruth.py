@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from introspect.groundtruth.evalsets import sample_positions, split_features, subject_final_index, vector_eval_set
+from introspect.groundtruth.evalsets import sample_positions, subject_final_index, vector_eval_set
 from introspect.groundtruth.exemplars import (
     ExemplarSettings,
     FeaturesError,
@@ -20,6 +20,7 @@ from introspect.groundtruth.exemplars import (
     sae_exemplars,
     to_exemplars,
 )
+from introspect import schemas
 from introspect.groundtruth.labels import concepts, label_features, label_stats, token_candidates
 from introspect.scoring.simulators import Exemplar
 
@@ -233,32 +234,90 @@ def test_label_features_picks_the_best_candidate(grid):
     assert stats["labelled"] == 2 and stats["mean_score_chosen"] == pytest.approx(0.85)
 
 
-def test_split_features_holds_out_n_test(tmp_path):
-    n = 12
-    labels = pl.DataFrame({"layer": [3] * n, "feature": list(range(n)), "label": [f"l{i}" for i in range(n)],
-                           "score": [0.1 * i for i in range(n)]})
-    features = pl.DataFrame({"layer": [3] * (n + 2), "feature": list(range(n + 2)),
-                             "vector": np.eye(n + 2, 4, dtype=np.float32)},
+def split_inputs(tmp_path, n=12, extra=2, layer=3, order=None):
+    """One layer's labels, SAE vectors (n + extra features, in `order`) and exemplars, as files."""
+    from introspect.groundtruth.evalsets import LayerFiles
+    from introspect.schemas import write_table
+
+    order = list(range(n + extra)) if order is None else order
+    labels = pl.DataFrame({"layer": [layer] * n, "feature": list(range(n)), "label": [f"l{i}" for i in range(n)],
+                           "score": [0.1 * i for i in range(n)], "check_score": [0.0] * n,
+                           "random_candidate": [None] * n, "random_score": [None] * n,
+                           "random_check_score": [None] * n, "candidates": [["c"]] * n,
+                           "candidate_scores": [[0.5]] * n}, schema=schemas.FEATURE_LABELS)
+    vectors = np.arange((n + extra) * 4, dtype=np.float32).reshape(n + extra, 4) / 7
+    features = pl.DataFrame({"layer": [layer] * (n + extra), "feature": order, "vector": vectors[order]},
                             schema={"layer": pl.Int64, "feature": pl.Int64, "vector": pl.Array(pl.Float32, 4)})
-    exemplar_table = pl.DataFrame({"layer": [3] * n, "feature": list(range(n)),
+    exemplar_table = pl.DataFrame({"layer": [layer] * n, "feature": list(range(n)), "max_activation": [1.0] * n,
                                    "windows": [[i, i + 1] for i in range(n)], "kinds": [["top", "random"]] * n,
-                                   "activations": [[[1.0], [0.0]]] * n})
-    train, test = split_features(labels, features, exemplar_table, n_test=4, seed=0)
+                                   "activations": [[[1.0], [0.0]]] * n}, schema=schemas.FEATURE_EXEMPLARS)
+    files = LayerFiles(tmp_path / f"labels{layer}.parquet", tmp_path / f"sae{layer}.parquet",
+                       tmp_path / f"ex{layer}.parquet")
+    write_table(labels, files.labels, "feature_labels")
+    write_table(features, files.features, "feature_vectors")
+    write_table(exemplar_table, files.exemplars, "feature_exemplars")
+    return files, vectors
+
+
+def test_split_holds_out_n_test_and_streams_train_vectors_to_a_row_file(tmp_path):
+    from introspect.groundtruth.evalsets import split_feature_files
+    from introspect.tensorfiles import RowFile
+
+    n = 12
+    files, vectors = split_inputs(tmp_path, n, order=[5, 0, 13, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12])
+    train, test = split_feature_files([files], n_test=4, seed=0, vectors_path=tmp_path / "v.safetensors",
+                                      budget_mb=64, progress=False)
+    schemas.check_schema(train, "feature_train")
+    schemas.check_schema(test, "feature_eval")
     assert test.height == 4 and train.height == n - 4
     test_ids, train_ids = set(test["item_id"]), set(train["item_id"])
     assert not test_ids & train_ids and test_ids | train_ids == {f"L3/f{i}" for i in range(n)}
-    assert train.columns == ["item_id", "layer", "feature", "vector", "label", "score"]
-    assert test.columns == ["item_id", "layer", "vector", "label", "source", "windows", "kinds", "activations"]
+    bank = RowFile(tmp_path / "v.safetensors")
+    assert bank.shape == (n - 4, 4) and bank.dtype == np.float16 and train["row"].to_list() == list(range(n - 4))
+    for feature, row in zip(train["feature"], train["row"]):  # in the SAE file's order, vector for vector
+        assert bank.take([row])[0].tolist() == vectors[feature].astype(np.float16).tolist()
+    assert train["feature"].to_list() == [f for f in [5, 0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11] if f"L3/f{f}" in train_ids]
     for row in test.iter_rows(named=True):
         f = int(row["item_id"].split("/f")[1])
         assert row["label"] == f"l{f}" and row["source"] == f"sae feature {f}" and row["windows"] == [f, f + 1]
-        assert list(row["vector"]) == np.eye(n + 2, 4, dtype=np.float32)[f].tolist()
-    again, again_test = split_features(labels, features, exemplar_table, n_test=4, seed=0)
-    assert again_test["item_id"].to_list() == test["item_id"].to_list()
-    _, other_test = split_features(labels, features, exemplar_table, n_test=4, seed=1)
+        assert list(row["vector"]) == vectors[f].tolist()  # float32, exact
+    again_train, again_test = split_feature_files([files], 4, 0, tmp_path / "w.safetensors", progress=False)
+    assert again_test.equals(test) and again_train.equals(train)
+    assert (tmp_path / "v.safetensors").read_bytes() == (tmp_path / "w.safetensors").read_bytes()
+    _, other_test = split_feature_files([files], 4, 1, tmp_path / "x.safetensors", progress=False)
     assert set(other_test["item_id"]) != test_ids
     with pytest.raises(FeaturesError, match="cannot hold out 12"):
-        split_features(labels, features, exemplar_table, n_test=12, seed=0)
+        split_feature_files([files], 12, 0, tmp_path / "y.safetensors", progress=False)
+    assert not (tmp_path / "y.safetensors").exists()
+
+
+def test_split_of_several_layers_numbers_rows_across_layers_and_reads_safetensors(tmp_path):
+    from safetensors.torch import load_file
+
+    from introspect.groundtruth.evalsets import split_feature_files
+
+    first, _ = split_inputs(tmp_path, 10, layer=1)
+    second, vectors = split_inputs(tmp_path, 8, layer=4)
+    train, test = split_feature_files([first, second], 2, 0, tmp_path / "v.safetensors", progress=False)
+    assert train.group_by("layer", maintain_order=True).len().rows() == [(1, 8), (4, 6)]
+    assert train["row"].to_list() == list(range(14))
+    loaded = load_file(str(tmp_path / "v.safetensors"))["vectors"]  # an ordinary safetensors file
+    last = train.row(-1, named=True)
+    assert loaded.shape == (14, 4) and loaded[13].tolist() == vectors[last["feature"]].astype(np.float16).tolist()
+
+
+def test_label_sample_reads_only_the_sampled_features(tmp_path):
+    from introspect.groundtruth.evalsets import sample_features, sample_markdown, sample_rows
+    from introspect.groundtruth.exemplars import make_windows
+
+    files, _ = split_inputs(tmp_path, 12)
+    picks = sample_features([files], 3, seed=0)
+    assert picks.height == 3 and picks.equals(sample_features([files], 3, seed=0))
+    labels, exemplar_rows = sample_rows([files], picks)
+    assert labels.height == 3 and exemplar_rows.height == 3
+    windows = make_windows(tokens_frame([("eval", 40)]), 2)
+    text = sample_markdown(labels, exemplar_rows, windows)
+    assert text.count("## Layer 3") == 3 and "**" in text
 
 
 def test_sample_positions_are_usable_eval_rows():

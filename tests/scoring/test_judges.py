@@ -68,3 +68,90 @@ def test_openai_judge_caches_and_counts_invalid_replies(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# --------------------------------------------------------------------------------------------------
+# concurrent judging
+
+
+@pytest.fixture
+def server():
+    import threading
+
+    from openai_stub import StubServer
+
+    srv = StubServer()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+JUDGE_KEY = "sk-judge-secret-0123456789"
+PREDICTED = [f"mentions of {w}" for w in ("cats", "dogs", "cats", "kittens", "a cat", "fish", "birds", "cats")]
+EXPECTED = ["felines", "canines", "felines", "felines", "pets", "fish", "birds", "pets"]  # pairs 0 and 2 are equal
+
+
+def judge(server, folder, monkeypatch, **kw) -> OpenAIJudge:
+    monkeypatch.setenv("JUDGE_KEY", JUDGE_KEY)
+    return OpenAIJudge("judge-model", cache_dir=folder, base_url=server.url, api_key_env="JUDGE_KEY", **kw)
+
+
+def test_openai_judge_sends_its_batch_concurrently(server, tmp_path, monkeypatch):
+    import time
+
+    server.delay = 0.15
+    j = judge(server, tmp_path, monkeypatch, concurrency=4)
+    started = time.monotonic()
+    scores = j.scores(PREDICTED, EXPECTED)
+    wall = time.monotonic() - started
+    assert scores == [1.0, 0.25, 1.0, 0.25, 1.0, 0.25, 0.25, 1.0]  # the stub rates 5 for cats, else 2
+    assert 1 < server.max_in_flight <= 4 and len(server.requests) == 7  # the repeated pair is sent once
+    assert wall < 7 * 0.15 / 2
+
+
+def test_openai_judge_is_the_same_for_any_concurrency(server, tmp_path, monkeypatch):
+    server.rules = {"Predicted: mentions of fish\n": "prose"}
+    seen = {}
+    for concurrency in (1, 8):
+        folder = tmp_path / str(concurrency)
+        j = judge(server, folder, monkeypatch, concurrency=concurrency)
+        seen[concurrency] = (j.scores(PREDICTED, EXPECTED), j.invalid_replies, j.http_requests, j.cache_hits,
+                             {p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+    assert seen[1] == seen[8]
+    assert seen[8][:4] == ([1.0, 0.25, 1.0, 0.25, 1.0, None, 0.25, 1.0], 1, 7, 1)
+
+
+def test_openai_judge_retries_and_second_run_under_concurrency(server, tmp_path, monkeypatch):
+    server.script = [429, 500, 503]
+    server.retry_after = 0.05
+    j = judge(server, tmp_path, monkeypatch, concurrency=8)
+    assert j.scores(PREDICTED, EXPECTED) == [1.0, 0.25, 1.0, 0.25, 1.0, 0.25, 0.25, 1.0]
+    assert j.http_requests == len(server.requests) == 10 and j.invalid_replies == 0
+    monkeypatch.delenv("JUDGE_KEY")
+    again = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY",
+                        concurrency=8)
+    assert again.scores(PREDICTED, EXPECTED) == j.scores(PREDICTED, EXPECTED)
+    assert again.http_requests == 0 and again.cache_hits == 8 and len(server.requests) == 10
+
+
+def test_openai_judge_failure_names_server_and_model_never_the_key(server, tmp_path, monkeypatch):
+    from introspect.scoring.simulators import SimulatorError
+
+    server.rules = {"Predicted: mentions of dogs\n": "echo-key"}  # not the prompt's "dogs and cats"
+    with pytest.raises(SimulatorError, match="judge request to .*judge-model.* refused") as err:
+        judge(server, tmp_path, monkeypatch, concurrency=4).scores(PREDICTED, EXPECTED)
+    assert server.url in str(err.value) and JUDGE_KEY not in str(err.value)
+    assert any(e["status"] == 200 for e in server.requests)  # the other pairs' replies are cached
+    assert len(list(tmp_path.glob("*.json"))) == sum(e["status"] == 200 for e in server.requests)
+
+
+def test_judge_from_config_wires_concurrency(tmp_path):
+    from introspect.scoring.judges import judge_from_config
+
+    j = judge_from_config({"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                           "api_key_env": "SOME_KEY", "concurrency": 16}, str(tmp_path))
+    assert isinstance(j, OpenAIJudge) and j.concurrency == 16 and j.model == "m"
+    assert judge_from_config({"backend": "openai"}, str(tmp_path)).concurrency == 8  # the schema's default
+    with pytest.raises(ValueError, match="unknown backend 'gpt'"):
+        judge_from_config({"backend": "gpt"}, str(tmp_path))

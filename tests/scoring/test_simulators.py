@@ -100,7 +100,7 @@ def test_parse_reply(reply, expected):
 
 
 def test_end_to_end_score_through_server(server, tmp_path, key):
-    sim = simulator(server, tmp_path, key, max_concurrency=4)
+    sim = simulator(server, tmp_path, key, concurrency=4)
     predictions = sim.predict("mentions of cats", EXEMPLARS)
     assert predictions == [[0, 10, 0, 0], [0, 0, 0, 0, 10]]  # order kept under concurrency
     # clipped truth (0, 5, 0, .2, 0, 0, 0, 0, 3) against (0, 10, 0, 0, 0, 0, 0, 0, 10)
@@ -174,7 +174,8 @@ def test_invalid_replies_are_recorded_not_raised(server, tmp_path, key):
     assert sim.invalid_replies == 2
     assert math.isnan(sim.score("cats", EXEMPLARS))  # cached: same invalid replies, no new request
     assert sim.invalid_replies == 4 and len(server.requests) == 2
-    server.script = ["prose"]  # one invalid among valid ones: scored on the valid ones only
+    server.rules = {'" sat"': "prose"}  # one invalid among valid ones (whatever the arrival order): scored on
+    # the valid ones only
     exemplars = [EXEMPLARS[0], Exemplar(("my", " cat", "!"), (-1.0, 4.0, 0.0))]
     assert sim.predict("felines", exemplars) == [None, [0, 10, 0]]
     assert sim.score("felines", exemplars) == pytest.approx(1.0)
@@ -188,3 +189,73 @@ def test_missing_api_key_is_a_clear_error(server, tmp_path, monkeypatch):
     assert server.requests == []
     local = simulator(server, tmp_path, None)  # a local server that needs no key
     assert local.predict("cats", EXEMPLARS[:1]) == [[0, 10, 0, 0]]
+
+
+# --------------------------------------------------------------------------------------------------
+# concurrency
+
+
+DESCRIPTIONS = ["mentions of cats", "mentions of dogs", "mentions of cats", "felines", "pets"]  # one repeated
+MORE = EXEMPLARS + [Exemplar(("my", " cat", "!"), (-1.0, 4.0, 0.0)), Exemplar(("no", " pets"), (0.0, 1.0))]
+
+
+def test_score_many_sends_one_concurrent_batch(server, tmp_path, key):
+    import time
+
+    server.delay = 0.1
+    sim = simulator(server, tmp_path, key, concurrency=4)
+    started = time.monotonic()
+    scores = sim.score_many(DESCRIPTIONS, MORE)
+    wall = time.monotonic() - started
+    assert 1 < server.max_in_flight <= 4
+    assert len(server.requests) == 16 and sim.cache_hits == 4  # 4 descriptions x 4 exemplars; the repeat is cached
+    assert wall < 16 * 0.1 / 2
+    one_by_one = simulator(server, tmp_path, key, concurrency=1)
+    assert list(scores) == [one_by_one.score(d, MORE) for d in DESCRIPTIONS]  # same numbers, from the cache
+    assert one_by_one.http_requests == 0
+
+
+def test_predictions_and_cache_are_the_same_for_any_concurrency(server, tmp_path, key):
+    server.rules = {'" dog"': "prose", '"no"': "garbage"}  # invalid replies: exemplars 1 and 3 of every description
+    seen = {}
+    for concurrency in (1, 8):
+        sim = simulator(server, tmp_path / str(concurrency), key, concurrency=concurrency)
+        scores = sim.score_many(DESCRIPTIONS, MORE)
+        predictions = [sim.predict(d, MORE) for d in DESCRIPTIONS]
+        folder = tmp_path / str(concurrency) / "cache"
+        seen[concurrency] = (scores.tobytes(), predictions, sim.invalid_replies, sim.http_requests, sim.cache_hits,
+                             {p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+    assert seen[1] == seen[8]
+    assert seen[8][2:5] == (20, 16, 24)  # 2 invalid of 4 exemplars, 10 times; 16 sent; 4 + 20 cache hits
+
+
+def test_retries_and_second_run_under_concurrency(server, tmp_path, key, monkeypatch):
+    server.script = [429, 500, 429]
+    server.retry_after = 0.05
+    sim = simulator(server, tmp_path, key, concurrency=8)
+    scores = sim.score_many(DESCRIPTIONS, MORE)
+    assert sim.http_requests == len(server.requests) == 19 and sim.invalid_replies == 0
+    monkeypatch.delenv(key)
+    again = simulator(server, tmp_path, key, concurrency=8)
+    assert again.score_many(DESCRIPTIONS, MORE).tobytes() == scores.tobytes()
+    assert again.http_requests == 0 and again.cache_hits == 20 and len(server.requests) == 19
+
+
+def test_failure_under_concurrency_names_server_and_model_never_the_key(server, tmp_path, key):
+    server.rules = {"felines": "echo-key"}
+    with pytest.raises(SimulatorError, match="simulator request to .* refused") as err:
+        simulator(server, tmp_path, key, concurrency=4).score_many(DESCRIPTIONS, MORE)
+    assert server.url in str(err.value) and MODEL in str(err.value) and KEY not in str(err.value)
+    cached = list((tmp_path / "cache").iterdir())
+    assert len(cached) == sum(e["status"] == 200 for e in server.requests) > 0
+
+
+def test_simulator_from_config_wires_concurrency_and_device(tmp_path):
+    from introspect.scoring.simulators import FinetunedSimulator, simulator_from_config
+
+    sim = simulator_from_config({"backend": "openai", "model": MODEL, "concurrency": 32}, str(tmp_path))
+    assert isinstance(sim, OpenAISimulator) and sim.concurrency == 32
+    assert simulator_from_config({"backend": "openai", "model": MODEL}, str(tmp_path)).concurrency == 8
+    tuned = simulator_from_config({"backend": "finetuned", "model": "some/folder", "batch_size": 4}, str(tmp_path),
+                                  device="cuda:1")  # constructing loads nothing
+    assert isinstance(tuned, FinetunedSimulator) and tuned.device == "cuda:1" and tuned.batch_size == 4

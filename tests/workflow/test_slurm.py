@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slurm
 
 from conftest import REPO
 
+from introspect.sizing import LOCAL_RULES
+
 SNAKEFILE = REPO / "Snakefile"
 PROFILE = REPO / "profiles" / "slurm"
 SMOKE = REPO / "configs" / "smoke.yaml"
@@ -182,6 +184,17 @@ def slurm_minutes(minutes: int) -> str:
     return (f"{days}-" if days else "") + f"{rest // 60:02d}:{rest % 60:02d}:00"
 
 
+def job_sizes():
+    """tools/job_sizes.py as a module (the dry-run reader of each job's resources)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("job_sizes", REPO / "tools/job_sizes.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["job_sizes"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def has_gpu_request(job: dict[str, str]) -> bool:
     # `--gpus=N` shows as TresPerJob=gres:gpu:N (TRES= lists no gres/gpu without an accounting database)
     return "gpu" in job.get("TresPerJob", "") + job.get("TresPerNode", "") + job.get("TresPerTask", "")
@@ -195,23 +208,23 @@ def test_smoke_workflow_runs_through_slurm(slurm_node, tmp_path):
     run.check_ok()
     for name in models:
         assert (tmp_path / "resources/models" / name / "introspect.json").is_file()
-    # every job of the plan went through SLURM (none ran on the submitting host) except the target rule
-    # `all`, which has nothing to run; among them two tokenizers and two models
-    expected = {rule: n for rule, n in planned_jobs(run.output).items() if rule != "all"}
-    assert {"materialise_tokenizer": 2, "materialise_model": 2}.items() <= expected.items(), expected
+    # every job of the plan went through SLURM except the local rules (tables, figures, small downloads such
+    # as the two tokenizers) and the target rule `all`, which has nothing to run; among them two models
+    planned = planned_jobs(run.output)
+    expected = {rule: n for rule, n in planned.items() if rule != "all" and rule not in LOCAL_RULES}
+    assert planned.get("materialise_tokenizer") == 2 and expected.get("materialise_model") == 2, planned
     assert Counter(run.rules()) == expected, run.output[-4000:]
-    assert not re.search(r"^localrule (?!all:)", run.output, re.M)
+    assert set(re.findall(r"^localrule (\w+):", run.output, re.M)) <= LOCAL_RULES | {"all"}
+    assert re.search(r"^localrule materialise_tokenizer:", run.output, re.M)
     records = check_slurm_records(run, slurm_node)
-    # SLURM got the memory and wall time the profile sets for each rule, and no GPU
-    set_resources = yaml.safe_load((PROFILE / "config.yaml").read_text())["set-resources"]
-    for rule in ("materialise_tokenizer", "materialise_model"):
-        assert {"mem_mb", "runtime"} <= set(set_resources[rule]), set_resources
+    # SLURM got the memory, wall time and CPUs the workflow sizes for each job (introspect.sizing, as the dry
+    # run of tools/job_sizes.py resolves them through this profile), and no GPU
+    sizes = {}
+    for job in job_sizes().plan(SMOKE, [] if ALL_TARGETS else [f"resources/models/{name}" for name in models]):
+        sizes.setdefault(job.rule, set()).add((f"{job.mem_mb}M", slurm_minutes(job.runtime), str(job.threads)))
     for job_id, job in records.items():
         rule = run.jobs[job_id][0]
-        if rule in set_resources:
-            wanted = set_resources[rule]
-            assert job["MinMemoryNode"] == f"{wanted['mem_mb']}M", (rule, job)
-            assert job["TimeLimit"] == slurm_minutes(wanted["runtime"]), (rule, job)
+        assert (job["MinMemoryNode"], job["TimeLimit"], job["NumCPUs"]) in sizes[rule], (rule, job, sizes[rule])
         assert not has_gpu_request(job), (rule, job)  # compute.gpus is absent in the smoke config
 
 
@@ -229,10 +242,10 @@ def test_gpu_stage_asks_slurm_for_a_gpu(slurm_node, tmp_path):
     run = SlurmRun(workdir, configfile, ["resources/models/tiny-smollm2"])  # one model is enough here
     run.check_ok()
     assert (workdir / "resources/models/tiny-smollm2/introspect.json").is_file()
-    assert run.rules() == ["materialise_model", "materialise_tokenizer"], run.output[-4000:]
+    # the tokenizer is a local rule (a small download): only the model went through SLURM
+    assert run.rules() == ["materialise_model"], run.output[-4000:]
+    assert re.search(r"^localrule materialise_tokenizer:", run.output, re.M)
     records = check_slurm_records(run, slurm_node)
     [model_job] = run.ids_of("materialise_model")
-    [tokenizer_job] = run.ids_of("materialise_tokenizer")
     assert re.search(r"gres[:/]gpu[:=]1$", records[model_job].get("TresPerJob", "")), records[model_job]
-    assert not has_gpu_request(records[tokenizer_job]), records[tokenizer_job]
     assert re.search(r"resources: .*\bgpu=1\b", run.jobs[model_job][2].read_text())

@@ -15,24 +15,35 @@ key). Retries are the OpenAI client's own (``max_retries`` after the first try; 
 Every try is counted in ``http_requests``, every cached reply in ``cache_hits``. Both failures end in the
 caller's error class (:class:`ClientError` by default) naming the server, the model and the last error, with
 the key redacted.
+
+Concurrency: :meth:`CachedChatClient.replies` answers a batch of requests with at most ``concurrency``
+requests in flight (a thread pool; the OpenAI client is thread-safe). The replies come back in input order;
+requests already cached are never sent, and identical requests of one batch are sent once (the later copies
+count as cache hits, as they would one at a time). Every reply is cached the moment it arrives, so when one
+request fails for good, the replies already in flight are still awaited and cached before the error is raised
+(requests not yet started are dropped; a rerun sends only those). Replies, cache files and counters are
+therefore the same whatever the concurrency, given a server that answers a request the same way each time.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DUMMY_API_KEY = "no-key-needed"
 RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
+DEFAULT_CONCURRENCY = 8  # the config's default for features.simulator / features.explain.judge `concurrency`
 
 
 def completion_content(body: str) -> str | None:
@@ -57,18 +68,23 @@ class ClientError(RuntimeError):
 class CachedChatClient:
     """Chat completions on one model of an OpenAI-compatible server, cached on disk and retried (module docstring).
 
-    `role` names the caller in logs and errors ("simulator", "judge"); `error` is the exception class raised.
-    Thread-safe: the counters and the client are guarded by a lock, so callers may send concurrently.
+    `role` names the caller in logs and errors ("simulator", "judge"); `error` is the exception class raised;
+    `concurrency` is the most requests :meth:`replies` keeps in flight at once. Thread-safe: the counters and
+    the client are guarded by a lock, so callers may also send from threads of their own.
     """
 
     def __init__(self, model: str, *, cache_dir: str | Path, base_url: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = 3, timeout: float = 30.0,
-                 role: str = "chat", error: type[Exception] = ClientError) -> None:
+                 concurrency: int = DEFAULT_CONCURRENCY, role: str = "chat",
+                 error: type[Exception] = ClientError) -> None:
         if max_retries < 0 or timeout <= 0:
             raise ValueError(f"the {role} client needs max_retries >= 0 and timeout > 0")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"the {role} client's concurrency must be an integer >= 1 (requests in flight at "
+                             f"once), not {concurrency!r}")
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.cache_dir = Path(cache_dir)
-        self.max_retries, self.timeout = max_retries, timeout
+        self.max_retries, self.timeout, self.concurrency = max_retries, timeout, concurrency
         self.role, self.error = role, error
         self.http_requests = 0  # requests sent, retries included
         self.cache_hits = 0
@@ -80,20 +96,93 @@ class CachedChatClient:
     def server(self) -> str:
         return self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
 
+    def cache_path(self, request: dict[str, Any]) -> Path:
+        """The cache file of `request` (which may not exist yet)."""
+        return self.cache_dir / f"{request_key(request)}.json"
+
     def reply(self, request: dict[str, Any]) -> tuple[str, Path]:
         """The raw response body for `request`, from the cache or else from the server (then cached)."""
-        path = self.cache_dir / f"{request_key(request)}.json"
-        if path.exists():
-            try:
-                body = json.loads(path.read_text(encoding="utf-8"))["body"]
-                if isinstance(body, str):
-                    with self._lock:
-                        self.cache_hits += 1
-                    return body, path
-            except (OSError, ValueError, LookupError, TypeError):
-                pass
-            log.warning("%s cache file %s is damaged; sending the request again", self.role, path)
+        return self.replies([request])[0]
+
+    def replies(self, requests: Sequence[dict[str, Any]]) -> list[tuple[str, Path]]:
+        """(raw response body, cache file) of each request, in input order; at most `concurrency` in flight.
+
+        Cached requests are read, not sent; identical requests are sent once. Raises the caller's error class
+        when a request fails for good, after the replies in flight have arrived and been cached.
+        """
+        paths = [self.cache_path(r) for r in requests]
+        bodies: dict[Path, str] = {}
+        missing: dict[Path, dict[str, Any]] = {}  # the first request of each uncached file, in input order
+        hits = 0
+        for request, path in zip(requests, paths):
+            if path in bodies or path in missing:
+                hits += 1  # one at a time, this copy would find the first one's reply in the cache
+                continue
+            body = self._cached(path)
+            if body is None:
+                missing[path] = request
+            else:
+                bodies[path] = body
+                hits += 1
+        with self._lock:
+            self.cache_hits += hits
+        if missing:
+            self._openai_client()  # a missing key fails here, once, before anything is sent
+            started = time.monotonic()
+            bodies.update(self._fetch(missing))
+            log.debug("%s: %d of %d replies sent to %s (%d in flight at most) in %.1f s", self.role,
+                      len(missing), len(requests), self.server, min(self.concurrency, len(missing)),
+                      time.monotonic() - started)
+        return [(bodies[path], path) for path in paths]
+
+    def _cached(self, path: Path) -> str | None:
+        """The body stored in cache file `path`, or None when there is none (a damaged file counts as none)."""
+        if not path.exists():
+            return None
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))["body"]
+            if isinstance(body, str):
+                return body
+        except (OSError, ValueError, LookupError, TypeError):
+            pass
+        log.warning("%s cache file %s is damaged; sending the request again", self.role, path)
+        return None
+
+    def _fetch(self, missing: dict[Path, dict[str, Any]]) -> dict[Path, str]:
+        """Send every request of `missing` (cache file -> request), each cached as it arrives."""
+        if self.concurrency == 1 or len(missing) == 1:
+            return {path: self._send_and_store(request, path) for path, request in missing.items()}
+        out: dict[Path, str] = {}
+        failures: dict[int, BaseException] = {}
+        pool = concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(missing)),
+                                                     thread_name_prefix=f"{self.role}-request")
+        try:
+            futures = {pool.submit(self._send_and_store, request, path): (n, path)
+                       for n, (path, request) in enumerate(missing.items())}
+            for future in concurrent.futures.as_completed(futures):
+                if future.cancelled():  # dropped after a failure, never sent
+                    continue
+                n, path = futures[future]
+                try:
+                    out[path] = future.result()
+                except BaseException as exc:  # re-raised below, once the replies in flight are cached
+                    failures[n] = exc
+                    for other in futures:  # drop what has not started; what is in flight finishes, cached
+                        other.cancel()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if failures:
+            # The failure of the earliest request in input order, as one at a time would have raised first.
+            raise failures[min(failures)]
+        return out
+
+    def _send_and_store(self, request: dict[str, Any], path: Path) -> str:
         body = self._send(request)
+        self._store(path, request, body)
+        return body
+
+    def _store(self, path: Path, request: dict[str, Any], body: str) -> None:
+        """Write one cache file atomically: a temporary file in the same folder, then ``os.replace``."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".json")
         try:
@@ -103,7 +192,6 @@ class CachedChatClient:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return body, path
 
     def _openai_client(self) -> Any:
         with self._lock:

@@ -8,26 +8,54 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import polars as pl
 import torch
 
+from introspect.tensorfiles import RowFile, chunk_rows
 
-def nearest_neighbour(train: pl.DataFrame, items: pl.DataFrame, per_layer: bool) -> list[str]:
-    """The label of the training feature with the largest <v_train, v> (NN-all; NN-layer: same layer only)."""
+
+def nearest_neighbour(train: pl.DataFrame, vectors: RowFile, items: pl.DataFrame, per_layer: bool,
+                      budget_mb: int = 1024) -> list[str]:
+    """The label of the training feature with the largest <v_train, v> (NN-all; NN-layer: same layer only).
+
+    `train` is a feature_train table (any subset of rows); its ``row`` column indexes `vectors`, the train vectors
+    file. The search reads the bank a chunk at a time (sized to `budget_mb`) and keeps a running best per item,
+    so memory is the items and one chunk, not the bank: at the paper's 4M features a dense (items x N) score
+    matrix would be tens of GB. Ties go to the earlier training row, as a dense argmax would. NN-layer searches
+    each layer's items among that layer's features only.
+    """
     if train.height == 0:
         raise ValueError("the nearest-neighbour baseline needs training features; the training pool is empty")
-    bank = torch.from_numpy(train["vector"].to_numpy().copy()).float()
+    if not per_layer:
+        return _search(train, vectors, items, budget_mb)
+    missing = sorted(set(items["layer"].to_list()) - set(train["layer"].to_list()))
+    if missing:
+        raise ValueError(f"NN-layer: no training feature at layer(s) {missing}")
+    found: list[str | None] = [None] * items.height
+    indexed = items.with_row_index("_item")
+    for (layer,), part in indexed.group_by("layer", maintain_order=True):
+        labels = _search(train.filter(pl.col("layer") == layer), vectors, part, budget_mb)
+        for i, label in zip(part["_item"].to_list(), labels):
+            found[i] = label
+    return found
+
+
+def _search(train: pl.DataFrame, vectors: RowFile, items: pl.DataFrame, budget_mb: int) -> list[str]:
+    """Running top-1 of every item over the bank rows of `train`, a chunk at a time."""
     labels = train["label"].to_list()
-    layers = torch.tensor(train["layer"].to_list())
+    rows = train["row"].to_numpy()
     queries = torch.from_numpy(items["vector"].to_numpy().copy()).float()
-    scores = queries @ bank.T
-    if per_layer:
-        same = torch.tensor(items["layer"].to_list())[:, None] == layers[None, :]
-        if not bool(same.any(1).all()):
-            missing = sorted(set(items["layer"].to_list()) - set(train["layer"].to_list()))
-            raise ValueError(f"NN-layer: no training feature at layer(s) {missing}")
-        scores = scores.masked_fill(~same, -math.inf)
-    return [labels[i] for i in scores.argmax(1).tolist()]
+    best = torch.full((items.height,), -math.inf)
+    best_row = torch.full((items.height,), -1, dtype=torch.long)
+    step = chunk_rows(queries.shape[1], budget_mb, per_row_extra=4 * items.height)
+    for start in range(0, len(rows), step):
+        block = torch.from_numpy(vectors.take(rows[start:start + step]).astype(np.float32))
+        value, index = (queries @ block.T).max(1)
+        better = value > best
+        best = torch.where(better, value, best)
+        best_row = torch.where(better, index + start, best_row)
+    return [labels[i] for i in best_row.tolist()]
 
 
 def per_layer_sample(train: pl.DataFrame, n_per_layer: int | None, seed: int) -> pl.DataFrame:

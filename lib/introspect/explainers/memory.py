@@ -25,8 +25,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from introspect.explainers.model import resolve_projection
-
 GB = 1e9
 OVERHEAD = 3 * GB
 #: tokens per training example of each task, rounded up (feature questions are short; hint prompts hold a
@@ -148,6 +146,10 @@ def training_jobs(config: dict[str, Any], root: str | Path = ".") -> list[Traini
                            int(train.get("grad_accum", 1)), int(gpus), _zero_stage(train, root),
                            bool(train.get("gradient_checkpointing", False)), int(train.get("lora_r", 16)),
                            target_hidden, n_proj, int(train["epochs"]), target_layers)
+
+    # imported here: introspect.explainers.model imports torch, and the sizing arithmetic (introspect.sizing)
+    # that uses this module is torch-free until it asks for training jobs
+    from introspect.explainers.model import resolve_projection
 
     def projections(target, explainer, projection, n):
         """Pi_l count as the rules resolve the projection."""

@@ -150,21 +150,40 @@ def render_prompt(tokenizer, prompt: str, chat: bool, system: str | None = None)
 
 def encode(tokenizer, prompt: str, explanation: str | None, chat: bool = False, system: str | None = None) -> Encoded:
     """Tokenise a (prompt, explanation) pair; the explanation is what the loss is computed on."""
+    return encode_answer(tokenizer, encode_prompt(tokenizer, prompt, chat, system), explanation, chat)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedPrompt:
+    """A tokenised prompt: its rendered text, ids and the [v] position (-1: none)."""
+
+    text: str
+    input_ids: tuple[int, ...]
+    vector_pos: int
+
+
+def encode_prompt(tokenizer, prompt: str, chat: bool = False, system: str | None = None) -> EncodedPrompt:
+    """The prompt half of :func:`encode` (the same for every example that asks the same question)."""
     text = render_prompt(tokenizer, prompt, chat, system)
     # A chat template writes its own BOS; otherwise let the tokenizer add what it normally adds.
     prompt_ids = tokenizer(text, add_special_tokens=not chat).input_ids
-    labels = [IGNORE] * len(prompt_ids)
-    ids = list(prompt_ids)
-    if explanation is not None:
-        sep = "" if chat or text.endswith((" ", "\n")) else " "
-        target = tokenizer(sep + explanation, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        ids += target
-        labels += target
     vec_id = tokenizer.convert_tokens_to_ids(VECTOR_TOKENS[1])
     positions = [i for i, t in enumerate(prompt_ids) if t == vec_id]
     if len(positions) > 1:
         raise ValueError(f"the prompt tokenises to {len(positions)} vector placeholders; expected at most one")
-    return Encoded(ids, labels, positions[0] if positions else -1)
+    return EncodedPrompt(text, tuple(prompt_ids), positions[0] if positions else -1)
+
+
+def encode_answer(tokenizer, prompt: EncodedPrompt, explanation: str | None, chat: bool = False) -> Encoded:
+    """An encoded prompt followed by the explanation's tokens and EOS (the loss is on those only)."""
+    ids = list(prompt.input_ids)
+    labels = [IGNORE] * len(ids)
+    if explanation is not None:
+        sep = "" if chat or prompt.text.endswith((" ", "\n")) else " "
+        target = tokenizer(sep + explanation, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        ids += target
+        labels += target
+    return Encoded(ids, labels, prompt.vector_pos)
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import polars as pl
 import torch
@@ -82,8 +82,8 @@ class TrainSettings:
 class ExplainerData:
     """Encoded examples with the vector (or none) and target layer of each."""
 
-    items: list[Encoded]
-    vectors: torch.Tensor | None  # (N, d_target)
+    items: Sequence[Encoded]  # a list, or a sequence that encodes on demand (FeatureItems)
+    vectors: Any  # (N, d_target) tensor, or anything that gives a float tensor for a list of indices; or None
     layers: list[int]
 
     def __len__(self) -> int:
@@ -107,11 +107,18 @@ CHECKPOINT_FILE = "state.pt"
 
 
 def _data_digest(data: ExplainerData) -> str:
+    """sha256 of the examples: their encodings (or, for lazily encoded items, what they are encoded from), the
+    layers and the vectors (a file-backed source hashes its rows a chunk at a time)."""
     digest = hashlib.sha256()
-    for item in data.items:
-        digest.update(json.dumps([item.input_ids, item.labels, item.vector_pos]).encode())
-    digest.update(json.dumps(data.layers).encode())
-    if data.vectors is not None:
+    if hasattr(data.items, "digest"):
+        digest.update(data.items.digest().encode())
+    else:
+        for item in data.items:
+            digest.update(json.dumps([item.input_ids, item.labels, item.vector_pos]).encode())
+    digest.update(json.dumps(list(data.layers)).encode())
+    if hasattr(data.vectors, "digest"):
+        digest.update(data.vectors.digest().encode())
+    elif data.vectors is not None:
         digest.update(data.vectors.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 

@@ -126,9 +126,10 @@ INPUT_LAYER = -1  # layer_outputs: the input embedding, where a continuous token
 
 
 @torch.no_grad()
-def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16,
-                  pad_id: int = 0, progress: bool = True, desc: str = "activations") -> dict[int, list[torch.Tensor]]:
-    """Residual stream after each of `layers` for every sequence: {layer: [(len_i, d) float32]}.
+def iter_layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16,
+                       pad_id: int = 0, progress: bool = True, desc: str = "activations"):
+    """Residual stream after each of `layers`, a batch at a time: yields (sequence indices, {layer: (B, width,
+    d) float32 on the CPU}); row j of a batch is sequence ``index[j]``, right-padded.
 
     Layer :data:`INPUT_LAYER` (-1) is the input embedding: what the embedding module outputs, the vectors a
     continuous token is written over (Gemma's sqrt(d) scale included). One batched forward per `batch_size`
@@ -146,7 +147,7 @@ def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], b
 
     def hook(index):
         def save(_module, _inputs, output):
-            saved[index] = (output[0] if isinstance(output, tuple) else output).float()
+            saved[index] = (output[0] if isinstance(output, tuple) else output).float().cpu()
             if index == wanted[-1]:
                 raise _Stop
         return save
@@ -154,7 +155,6 @@ def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], b
     modules = {l: model.get_input_embeddings() if l == INPUT_LAYER else blocks[l] for l in wanted}
     handles = [modules[l].register_forward_hook(hook(l)) for l in wanted]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-    out: dict[int, list] = {l: [None] * len(seqs) for l in wanted}
     device = next(model.parameters()).device
     try:
         bar = tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", disable=not progress)
@@ -166,33 +166,55 @@ def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], b
                 model(input_ids=batch.to(device), attention_mask=mask.to(device), use_cache=False)
             except _Stop:
                 pass
-            for l in wanted:
-                for row, i in enumerate(index):
-                    out[l][i] = saved[l][row, : len(seqs[i])].cpu()
+            yield index, dict(saved)
     finally:
         for handle in handles:
             handle.remove()
+
+
+def layer_outputs(model, seqs: Sequence[Sequence[int]], layers: Sequence[int], batch_size: int = 16,
+                  pad_id: int = 0, progress: bool = True, desc: str = "activations") -> dict[int, list[torch.Tensor]]:
+    """Residual stream after each of `layers` for every sequence: {layer: [(len_i, d) float32]} (see
+    :func:`iter_layer_outputs`)."""
+    out: dict[int, list] = {int(l): [None] * len(seqs) for l in layers}
+    for index, hidden in iter_layer_outputs(model, seqs, layers, batch_size, pad_id, progress, desc):
+        for l in out:
+            for row, i in enumerate(index):
+                out[l][i] = hidden[l][row, : len(seqs[i])]
     return out
 
 
 def cache_layer(model, tokenizer, tokens: pl.DataFrame, layer: int, batch_size: int = 16,
                 progress: bool = True) -> dict[str, torch.Tensor]:
-    """The cache tensors of one layer for every row of `tokens` (see the module docstring)."""
+    """The cache tensors of one layer for every row of `tokens` (see the module docstring).
+
+    Each batch's states go straight into one preallocated float16 (n_tokens, d) tensor: the job holds the
+    layer's cache once, in float16, and one batch in float32."""
     prefix = bos_prefix(tokenizer)
     seqs = sequences(tokens, prefix)
+    n_content = sum(len(s) - len(prefix) for s in seqs)
+    if n_content != tokens.height:
+        raise ActivationError(f"the tokens table's {tokens.height} rows give {n_content} sequence tokens")
+    starts = np.concatenate([[0], np.cumsum([len(s) - len(prefix) for s in seqs])])
     started = time.perf_counter()
-    hidden = layer_outputs(model, seqs, [layer], batch_size, pad_id(tokenizer), progress, desc=f"layer {layer}")[layer]
-    content = torch.cat([h[len(prefix):] for h in hidden]).to(torch.float16)
+    content = None
+    for index, hidden in iter_layer_outputs(model, seqs, [layer], batch_size, pad_id(tokenizer), progress,
+                                            desc=f"layer {layer}"):
+        states = hidden[layer]
+        if content is None:
+            content = torch.empty((tokens.height, states.shape[-1]), dtype=torch.float16)
+        for row, i in enumerate(index):
+            content[starts[i]:starts[i + 1]] = states[row, len(prefix):len(seqs[i])].to(torch.float16)
     seconds = time.perf_counter() - started
     n = sum(len(s) for s in seqs)
     log.info("layer %d: %d sequences, %d tokens in %.1f s (%.0f tokens/s)", layer, len(seqs), n, seconds,
              n / max(seconds, 1e-9))
-    if content.shape[0] != tokens.height:
-        raise ActivationError(f"cache of layer {layer} has {content.shape[0]} rows for {tokens.height} tokens")
+    if content is None:
+        raise ActivationError(f"layer {layer}: the tokens table is empty; nothing to cache")
     if not torch.isfinite(content).all():
         raise ActivationError(f"layer {layer}: activations overflow float16 (|h| > 65504); the cache is float16, "
                               "so pick another layer, or run the model in bfloat16/float32 and clip (not supported)")
-    return {"hidden": content.contiguous(),
+    return {"hidden": content,
             "token_ids": torch.tensor(tokens["token_id"].to_numpy(), dtype=torch.int64),
             "seq_ids": torch.tensor(tokens["seq_id"].to_numpy(), dtype=torch.int64),
             "positions": torch.tensor(tokens["position"].to_numpy(), dtype=torch.int64)}

@@ -7,17 +7,22 @@ counterfactual pairs, each with exemplars for the simulator.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import polars as pl
 import torch
+from tqdm.auto import tqdm
 
 from introspect.groundtruth.activations import usable_rows
 from introspect.groundtruth.exemplars import ExemplarSettings, FeaturesError, _nested, exemplars, make_windows
+from introspect.schemas import read_columns, read_schema
+from introspect.tensorfiles import RowFileWriter, chunk_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,41 +44,142 @@ def eval_items(layer: int, ids: Sequence[str], vectors: np.ndarray, labels: Sequ
         _nested("activations", found["activations"].astype(np.float32), pl.List(pl.List(pl.Float32)))])
 
 
-def split_features(labels: pl.DataFrame, features: pl.DataFrame, exemplar_table: pl.DataFrame,
-                   n_test: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Hold out `n_test` labelled features of one layer (seeded) as the SAE test set; the rest train.
+@dataclasses.dataclass(frozen=True)
+class LayerFiles:
+    """The feature tables of one layer that the split reads."""
 
-    Test features are drawn among those with exemplars (they are scored by the simulator); a labelled
-    feature without exemplars (possible with Neuronpedia labels) can still train.
+    labels: str | Path      # feature_labels
+    features: str | Path    # feature_vectors (the SAE's unit decoder directions)
+    exemplars: str | Path   # feature_exemplars
+
+
+def _layer_split(files: LayerFiles, n_test: int, seed: int) -> tuple[int, pl.DataFrame, list[int], int]:
+    """(layer, train keys in the SAE file's order, sorted test features, vector width) of one layer: read from
+    the tables' key columns only, no vectors."""
+    labels = read_columns(files.labels, "feature_labels", ["layer", "feature", "label", "score"])
+    keys = read_columns(files.features, "feature_vectors", ["layer", "feature"])
+    width = read_schema(files.features)["vector"].size
+    if keys["feature"].n_unique() != keys.height:
+        raise FeaturesError(f"{files.features}: a feature appears twice; delete it and re-run features_sae")
+    layer = int(labels["layer"][0]) if labels.height else -1
+    joined = keys.join(labels, on=["layer", "feature"], how="inner", maintain_order="left")
+    with_exemplars = read_columns(files.exemplars, "feature_exemplars", ["layer", "feature"])
+    scorable = joined.join(with_exemplars, on=["layer", "feature"], how="semi")["feature"].sort().to_list()
+    if len(scorable) <= n_test:
+        raise FeaturesError(f"layer {layer}: {len(scorable)} labelled features with exemplars cannot hold out "
+                            f"{n_test}; lower features.split.n_test")
+    test = sorted(random.Random(seed).sample(scorable, n_test))
+    train = joined.filter(~pl.col("feature").is_in(test)).select("layer", "feature", "label", "score")
+    return layer, train, test, width
+
+
+def _vector_batches(path: str | Path, rows: int):
+    """(features, float32 vectors) of a feature_vectors table, a row group (or `rows`) at a time."""
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as parquet:
+        for group in range(parquet.num_row_groups):
+            table = parquet.read_row_group(group, columns=["feature", "vector"], use_threads=False)
+            for batch in table.to_batches(max_chunksize=rows):
+                vectors = batch.column("vector")
+                flat = vectors.flatten().to_numpy(zero_copy_only=False)
+                yield batch.column("feature").to_numpy(), flat.reshape(-1, vectors.type.list_size)
+            del table
+
+
+def split_feature_files(files: Sequence[LayerFiles], n_test: int, seed: int, vectors_path: str | Path,
+                        budget_mb: int = 1024, progress: bool = True) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Hold out `n_test` labelled features per layer (seeded: layer l draws with seed + l) as the SAE eval set;
+    the rest is the training pool.
+
+    Returns the train table (schema ``feature_train``: no vectors; ``row`` indexes `vectors_path`) and the test
+    table (``feature_eval``). The training vectors go to `vectors_path` in float16 as they stream from the SAE
+    tables, a chunk of at most `budget_mb` at a time: memory is one layer's keys and labels and one chunk, never
+    all N vectors. Test features are drawn among those with exemplars (they are scored by the simulator); a
+    labelled feature without exemplars (possible with Neuronpedia labels) can still train.
     """
-    joined = labels.join(features, on=["layer", "feature"], how="inner").sort("feature")
-    scorable = joined.join(exemplar_table.select("layer", "feature"), on=["layer", "feature"], how="semi")
-    if scorable.height <= n_test:
-        raise FeaturesError(f"layer {labels['layer'][0] if labels.height else '?'}: {scorable.height} labelled "
-                            f"features with exemplars cannot hold out {n_test}; lower features.split.n_test")
-    rng = random.Random(seed)
-    test_ids = set(rng.sample(scorable["feature"].to_list(), n_test))
-    is_test = pl.col("feature").is_in(list(test_ids))
-    train = joined.filter(~is_test).select(
-        (pl.lit("L") + pl.col("layer").cast(pl.String) + pl.lit("/f") + pl.col("feature").cast(pl.String)).alias("item_id"),
-        "layer", "feature", "vector", "label", "score")
-    test = joined.filter(is_test).join(exemplar_table.select("layer", "feature", "windows", "kinds", "activations"),
-                                       on=["layer", "feature"], how="inner")
-    test = test.select(
-        (pl.lit("L") + pl.col("layer").cast(pl.String) + pl.lit("/f") + pl.col("feature").cast(pl.String)).alias("item_id"),
-        "layer", "vector", "label", (pl.lit("sae feature ") + pl.col("feature").cast(pl.String)).alias("source"),
+    plans = [_layer_split(f, n_test, seed + _first_layer(f)) for f in files]
+    widths = {plan[3] for plan in plans}
+    if len(widths) != 1:
+        raise FeaturesError(f"the layers' SAE vectors have different sizes {sorted(widths)}")
+    width = widths.pop()
+    trains, tests, offset = [], [], 0
+    total = sum(plan[1].height for plan in plans)
+    with RowFileWriter(vectors_path, total, width, "float16", metadata={"what": "training feature vectors"}) as out:
+        bar = tqdm(total=sum(plan[1].height + len(plan[2]) for plan in plans), desc="split", unit="vector",
+                   disable=not progress)
+        for f, (layer, train, test, _) in zip(files, plans):
+            train_ids, test_ids = train["feature"].to_numpy(), np.asarray(test, dtype=np.int64)
+            written, test_vectors = 0, {}
+            for features, vectors in _vector_batches(f.features, chunk_rows(width, budget_mb)):
+                keep = np.isin(features, train_ids)
+                if not np.array_equal(features[keep], train_ids[written:written + int(keep.sum())]):
+                    raise FeaturesError(f"{f.features}: the vectors changed while the split read them")
+                out.write(vectors[keep].astype(np.float16))
+                written += int(keep.sum())
+                held_out = np.flatnonzero(np.isin(features, test_ids))
+                for i in held_out:
+                    test_vectors[int(features[i])] = vectors[i].copy()
+                bar.update(int(keep.sum()) + len(held_out))
+            if written != train.height or len(test_vectors) != len(test):
+                raise FeaturesError(f"{f.features}: {written} of {train.height} training and {len(test_vectors)} of "
+                                    f"{len(test)} test vectors found; delete it and re-run features_sae")
+            trains.append(train.with_columns(pl.Series("row", np.arange(offset, offset + written, dtype=np.int64))))
+            offset += written
+            tests.append(_test_items(f, layer, test, test_vectors))
+        bar.close()
+    item_id = (pl.lit("L") + pl.col("layer").cast(pl.String) + pl.lit("/f") + pl.col("feature").cast(pl.String))
+    train = pl.concat(trains).select(item_id.alias("item_id"), "layer", "feature", "row", "label", "score")
+    return train, pl.concat(tests)
+
+
+def _first_layer(files: LayerFiles) -> int:
+    layers = read_columns(files.labels, "feature_labels", ["layer"])["layer"]
+    return int(layers[0]) if len(layers) else -1
+
+
+def _test_items(files: LayerFiles, layer: int, test: list[int], vectors: dict[int, np.ndarray]) -> pl.DataFrame:
+    """The held-out features of one layer as eval items (schema ``feature_eval``), sorted by feature."""
+    labels = pl.scan_parquet(files.labels).filter(pl.col("feature").is_in(test)).select("feature", "label")
+    exemplar_rows = (pl.scan_parquet(files.exemplars).filter(pl.col("feature").is_in(test))
+                     .select("feature", "windows", "kinds", "activations"))
+    items = labels.join(exemplar_rows, on="feature", how="inner").sort("feature").collect()
+    width = len(next(iter(vectors.values())))
+    stacked = np.stack([vectors[int(f)] for f in items["feature"].to_list()]).astype(np.float32)
+    return items.select(
+        (pl.lit(f"L{layer}/f") + pl.col("feature").cast(pl.String)).alias("item_id"),
+        pl.lit(layer, dtype=pl.Int64).alias("layer"),
+        pl.Series("vector", stacked).cast(pl.Array(pl.Float32, width)),
+        "label", (pl.lit("sae feature ") + pl.col("feature").cast(pl.String)).alias("source"),
         "windows", "kinds", "activations")
-    return train, test
 
 
-def sample_markdown(labels: pl.DataFrame, exemplar_table: pl.DataFrame, windows: pl.DataFrame, n: int, seed: int,
-                    n_show: int = 3) -> str:
-    """A readable sample of labels with their top exemplars (the peak token in bold)."""
+def sample_features(files: Sequence[LayerFiles], n: int, seed: int) -> pl.DataFrame:
+    """`n` (layer, feature) keys drawn (seeded) among the labelled features with exemplars of every layer."""
+    keys = []
+    for f in files:
+        labelled = read_columns(f.labels, "feature_labels", ["layer", "feature"])
+        with_exemplars = read_columns(f.exemplars, "feature_exemplars", ["layer", "feature"])
+        keys.append(labelled.join(with_exemplars, on=["layer", "feature"], how="semi"))
+    keys = pl.concat(keys).sort(["layer", "feature"])
     rng = random.Random(seed)
-    keys = labels.select("layer", "feature").join(exemplar_table.select("layer", "feature"),
-                                                  on=["layer", "feature"], how="semi").sort(["layer", "feature"])
-    picks = keys[sorted(rng.sample(range(keys.height), min(n, keys.height)))]
-    table = labels.join(picks, on=["layer", "feature"], how="semi").join(exemplar_table, on=["layer", "feature"])
+    return keys[sorted(rng.sample(range(keys.height), min(n, keys.height)))]
+
+
+def sample_rows(files: Sequence[LayerFiles], picks: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The labels and exemplars of the picked features, read from each layer's tables by filter (not whole)."""
+    labels, exemplar_rows = [], []
+    for f in files:
+        labels.append(pl.scan_parquet(f.labels).join(picks.lazy(), on=["layer", "feature"], how="semi").collect())
+        exemplar_rows.append(pl.scan_parquet(f.exemplars).join(picks.lazy(), on=["layer", "feature"],
+                                                               how="semi").collect())
+    return pl.concat(labels), pl.concat(exemplar_rows)
+
+
+def sample_markdown(labels: pl.DataFrame, exemplar_table: pl.DataFrame, windows: pl.DataFrame, n_show: int = 3) -> str:
+    """A readable sample of labels (the sampled features' rows) with their top exemplars (the peak token in
+    bold)."""
+    table = labels.join(exemplar_table, on=["layer", "feature"])
     lines = ["# Sample of feature labels", "",
              "Each feature: the chosen label, its simulator score on the selecting exemplars and on the held-out",
              "half, and its top exemplars with the peak token in **bold** (activation in brackets).", ""]

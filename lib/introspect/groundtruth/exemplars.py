@@ -66,12 +66,18 @@ def window_rows(windows: pl.DataFrame) -> np.ndarray:
 
 @torch.no_grad()
 def exemplars(hidden: torch.Tensor, windows: pl.DataFrame, act_fn: ActFn, n_items: int,
-              settings: ExemplarSettings, seed: int, progress: bool = True) -> dict[str, np.ndarray]:
+              settings: ExemplarSettings, seed: int, progress: bool = True,
+              device: str | torch.device | None = None) -> dict[str, np.ndarray]:
     """Top and random windows of every item, with per-token activations.
 
     Returns ``max_activation`` (n_items,), ``windows`` (n_items, n_top + n_random) window ids (top first, by
-    decreasing activation) and ``activations`` (n_items, n_top + n_random, width) float32.
+    decreasing activation) and ``activations`` (n_items, n_top + n_random, width) float32, all numpy (CPU).
+
+    `act_fn` runs on `device` (default: where `hidden` is; `act_fn`'s weights must be there too): each pass
+    (at most ``settings.max_values`` activations) moves its rows of `hidden` there as stored (float16) and
+    casts them to float32 there; only the window maxima and the chosen windows' activations come back.
     """
+    device = hidden.device if device is None else torch.device(device)
     index = window_rows(windows)
     n_windows, width = index.shape
     if n_windows < settings.n_top + settings.n_random:
@@ -82,8 +88,8 @@ def exemplars(hidden: torch.Tensor, windows: pl.DataFrame, act_fn: ActFn, n_item
     chunks = range(0, n_windows, per_pass)
     for start in tqdm(chunks, desc="window maxima", disable=not progress, leave=False):
         rows = torch.from_numpy(index[start:start + per_pass].reshape(-1))
-        acts = act_fn(hidden[rows].float()).reshape(-1, width, n_items)
-        maxima[start:start + per_pass] = acts.max(1).values
+        acts = act_fn(hidden[rows].to(device).float()).reshape(-1, width, n_items)
+        maxima[start:start + per_pass] = acts.max(1).values.cpu()
     top_values, top = maxima.topk(settings.n_top, dim=0)  # (n_top, n_items)
     top = top.T.numpy()
     rng = np.random.default_rng(seed)
@@ -105,9 +111,9 @@ def exemplars(hidden: torch.Tensor, windows: pl.DataFrame, act_fn: ActFn, n_item
         if not len(item_idx):
             continue
         rows = torch.from_numpy(index[start:stop].reshape(-1))
-        acts = act_fn(hidden[rows].float()).reshape(stop - start, width, n_items)
-        local = torch.from_numpy(chosen[item_idx, slot_idx] - start)
-        activations[item_idx, slot_idx] = acts[local, :, torch.from_numpy(item_idx)].numpy()
+        acts = act_fn(hidden[rows].to(device).float()).reshape(stop - start, width, n_items)
+        local = torch.from_numpy(chosen[item_idx, slot_idx] - start).to(acts.device)
+        activations[item_idx, slot_idx] = acts[local, :, torch.from_numpy(item_idx).to(acts.device)].cpu().numpy()
     return {"max_activation": top_values[0].numpy(), "windows": chosen, "activations": activations}
 
 
@@ -144,10 +150,16 @@ def halves(n_top: int, n_slots: int) -> tuple[list[int], list[int]]:
 
 
 def sae_exemplars(hidden: torch.Tensor, tokens: pl.DataFrame, sae, layer: int, settings: ExemplarSettings,
-                  seed: int, progress: bool = True) -> tuple[pl.DataFrame, dict]:
-    """Exemplars of every SAE feature of one layer; features that never fire on eval text are dropped."""
+                  seed: int, progress: bool = True,
+                  device: str | torch.device | None = None) -> tuple[pl.DataFrame, dict]:
+    """Exemplars of every SAE feature of one layer; features that never fire on eval text are dropped.
+
+    The SAE encodes on `device` (default: where `hidden` is); `sae` itself is not moved (a copy on `device` is
+    used when it is elsewhere)."""
     windows = make_windows(tokens, settings.width)
-    found = exemplars(hidden, windows, sae.encode, sae.n_features, settings, seed, progress)
+    device = hidden.device if device is None else torch.device(device)
+    encoder = sae.on(device) if hasattr(sae, "on") else sae
+    found = exemplars(hidden, windows, encoder.encode, sae.n_features, settings, seed, progress, device=device)
     alive = np.flatnonzero(found["max_activation"] > 0)
     kept = {key: value[alive] for key, value in found.items()}
     frame = exemplar_frame(layer, alive.tolist(), kept, settings.n_top)

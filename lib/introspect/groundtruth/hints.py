@@ -70,11 +70,13 @@ def letter_token_ids(tokenizer) -> dict[str, list[int]]:
 
 
 def read_letters(logits: torch.Tensor, letter_ids: dict[str, list[int]]) -> tuple[list[str], list[bool]]:
-    """(the most likely letter restricted to A-D, whether the unrestricted top token is a letter) per row."""
+    """(the most likely letter restricted to A-D, whether the unrestricted top token is a letter) per row.
+
+    `logits` (B, vocab) may be on any device: the arg-maxes are taken there and only they come to the CPU."""
     per_letter = torch.stack([logits[:, ids].max(dim=1).values for ids in letter_ids.values()], dim=1)
-    letters = [LETTERS[i] for i in per_letter.argmax(dim=1).tolist()]
+    letters = [LETTERS[i] for i in per_letter.argmax(dim=1).cpu().tolist()]
     any_letter = {i for ids in letter_ids.values() for i in ids}
-    top_is_letter = [t in any_letter for t in logits.argmax(dim=1).tolist()]
+    top_is_letter = [t in any_letter for t in logits.argmax(dim=1).cpu().tolist()]
     return letters, top_is_letter
 
 
@@ -92,7 +94,10 @@ class HintSettings:
 
 def run_hints(questions: pl.DataFrame, model, tokenizer, settings: HintSettings,
               progress: bool = True) -> pl.DataFrame:
-    """The target's answer to every question without and with a hint (one uniformly drawn letter each)."""
+    """The target's answer to every question without and with a hint (one uniformly drawn letter each).
+
+    The forward passes run where `model` is (any device and dtype; logits are read in float32) and the answers
+    come back to the CPU batch by batch."""
     from introspect.groundtruth.patching import Patcher
 
     rng = random.Random(settings.seed)

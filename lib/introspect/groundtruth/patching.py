@@ -11,6 +11,12 @@ chat template's system turn, a few-shot prefix) is run once and reused from the 
 at t never changes anything before t; the vocabulary projection is computed for the last real token only.
 Positions before the first token where x and x' differ are not run at all: their activations are
 identical, so patching them cannot change anything.
+
+Devices and memory: the model runs where it was loaded (``compute.device``). The counterfactual hidden
+states are copied to the CPU one batch at a time, in the model's compute dtype (bfloat16 for the paper's
+targets on a GPU), and only from the first position a patch can read; each patch vector (the chunk mean,
+float32, the ``vector`` column of the sweep table) lives on the CPU, and only the vectors of one
+forward pass go to the model's device. Every result is moved to the CPU before ``.tolist()`` or ``.numpy()``.
 """
 
 from __future__ import annotations
@@ -137,7 +143,7 @@ class Intervention:
     prompt: int
     position: int  # index into the prompt's full token ids
     layers: tuple[int, ...]
-    vector: torch.Tensor
+    vector: torch.Tensor  # (d,); kept on the CPU (float32 in sweeps), copied to the device with its forward pass
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -162,9 +168,22 @@ class Patcher:
         self.n_layers = model.config.get_text_config().num_hidden_layers
 
     @torch.no_grad()
-    def hidden_states(self, ids: Sequence[Sequence[int]], batch_size: int = 16) -> list[torch.Tensor]:
-        """Output of every decoder layer (the residual stream, before any final norm): (n_layers, len, d)."""
-        out = []
+    def hidden_states(self, ids: Sequence[Sequence[int]], batch_size: int = 16,
+                      starts: Sequence[int] | None = None) -> list[torch.Tensor]:
+        """Output of every decoder layer (the residual stream, before any final norm) of each sequence.
+
+        Each is (n_layers, len - start, d) for positions ``starts[i]`` (default 0) to the end, on the CPU, in
+        the model's compute dtype (casting to float32 later gives exactly what a float32 copy would have).
+        """
+        return list(self.iter_hidden_states(ids, batch_size, starts))
+
+    @torch.no_grad()
+    def iter_hidden_states(self, ids: Sequence[Sequence[int]], batch_size: int = 16,
+                           starts: Sequence[int] | None = None) -> Iterator[torch.Tensor]:
+        """:meth:`hidden_states`, one sequence at a time: only one batch of states is held on the device."""
+        starts = [0] * len(ids) if starts is None else list(starts)
+        if len(starts) != len(ids):
+            raise ValueError(f"{len(starts)} start positions for {len(ids)} sequences")
         for start in range(0, len(ids), batch_size):
             chunk = ids[start:start + batch_size]
             batch, mask = self._right_pad(chunk)
@@ -172,9 +191,11 @@ class Patcher:
             with self.traced.trace({"input_ids": batch, "attention_mask": mask, "logits_to_keep": 1}):
                 for layer in range(self.n_layers):
                     saved.append(self.traced.model.layers[layer].output.save())
-            stacked = torch.stack([h.float() for h in saved], dim=1)  # (B, n_layers, L, d)
-            out += [stacked[i, :, : len(seq)].clone() for i, seq in enumerate(chunk)]
-        return out
+            for i, seq in enumerate(chunk):
+                first = starts[start + i]
+                # slice on the device, then one copy to the host per sequence (no float32 copy on the GPU)
+                yield torch.stack([h[i, first:len(seq)] for h in saved]).cpu()
+            del saved
 
     @torch.no_grad()
     def next_tokens(self, ids: Sequence[Sequence[int]], batch_size: int = 16) -> list[int]:
@@ -207,7 +228,7 @@ class Patcher:
         bar = tqdm(total=len(rows), desc="patching", unit="run", mininterval=10, disable=not progress)
         for start in range(0, len(rows), batch_size):
             group = rows[start:start + batch_size]
-            results += self._run_group(ids, group, prefix_len, cache).argmax(dim=-1).tolist()
+            results += self._run_group(ids, group, prefix_len, cache).argmax(dim=-1).cpu().tolist()
             bar.update(len(group))
         bar.close()
         return results[:n_plain], results[n_plain:]
@@ -217,7 +238,8 @@ class Patcher:
                     progress: bool = False) -> Iterator[torch.Tensor]:
         """Unpatched next-token logits (B, vocab) at the last token of each sequence, one batch at a time.
 
-        The prefix all sequences share (a chat template's system turn) runs once, from the KV cache.
+        The prefix all sequences share (a chat template's system turn) runs once, from the KV cache. The
+        logits are float32 on the model's device: move what you keep to the CPU (``.cpu()``).
         """
         prefix_len, cache = self._prefix_cache(ids, common_prefix_length(ids))
         rows = [(p, None) for p in range(len(ids))]
@@ -239,7 +261,8 @@ class Patcher:
 
     @torch.no_grad()
     def _run_group(self, ids, group, prefix_len, cache) -> torch.Tensor:
-        """Next-token logits (B, vocab) at the last real token of each row, with the rows' patches applied."""
+        """Next-token logits (B, vocab, float32, on the model's device) at the last real token of each row,
+        with the rows' patches applied. The patch vectors (kept on the CPU) go to the device once per call."""
         suffixes = [ids[p][prefix_len:] for p, _ in group]
         batch, mask = self._right_pad(suffixes)
         kwargs = {"input_ids": batch, "logits_to_keep": 1}
@@ -251,24 +274,30 @@ class Patcher:
                           use_cache=True)
         else:
             kwargs["attention_mask"] = mask
-        by_layer: dict[int, tuple[list[int], list[int], list[torch.Tensor]]] = {}
+        device = batch.device
+        patched = [iv for _, iv in group if iv is not None]
+        # the group's patch vectors, in the model's dtype, moved to the device in one copy
+        vectors = (torch.stack([iv.vector for iv in patched]).to(device, self.model.dtype) if patched else None)
+        by_layer: dict[int, tuple[list[int], list[int], list[int]]] = {}
+        slot = 0
         for row, (_, iv) in enumerate(group):
             if iv is None:
                 continue
             for layer in iv.layers:
-                rows_l, pos_l, vec_l = by_layer.setdefault(layer, ([], [], []))
+                rows_l, pos_l, slots_l = by_layer.setdefault(layer, ([], [], []))
                 rows_l.append(row)
                 pos_l.append(iv.position - prefix_len)
-                vec_l.append(iv.vector)
-        dtype = self.model.dtype
+                slots_l.append(slot)
+            slot += 1
+        index = {layer: tuple(torch.tensor(v, device=device) for v in lists) for layer, lists in by_layer.items()}
         with self.traced.trace(kwargs):
-            for layer in sorted(by_layer):
-                rows_l, pos_l, vec_l = by_layer[layer]
+            for layer in sorted(index):
+                rows_t, pos_t, slots_t = index[layer]
                 h = self.traced.model.layers[layer].output
-                h[torch.tensor(rows_l), torch.tensor(pos_l)] = torch.stack(vec_l).to(h.device, dtype)
+                h[rows_t.to(h.device), pos_t.to(h.device)] = vectors[slots_t].to(h.device)
             final = self.traced.model.norm.output.save()
         last = mask.sum(dim=1) - 1
-        return self.model.lm_head(final[torch.arange(len(group)), last]).float()
+        return self.model.lm_head(final[torch.arange(len(group), device=last.device), last]).float()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,12 +357,15 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
             "the target answered no pair correctly without patching; change patching.prompt_format "
             "(or chat) for this target, or use easier facts"
         )
-    cf_states = patcher.hidden_states([ids[2 * k + 1] for k in kept])
+    # Positions before the first token where x and x' differ are never patched, so the counterfactual states
+    # are kept from there on only; they come to the CPU one batch at a time (see the module docstring).
+    shared_of = {k: common_prefix_length([ids[2 * k], ids[2 * k + 1]]) for k in kept}
+    cf_states = patcher.iter_hidden_states([ids[2 * k + 1] for k in kept], starts=[shared_of[k] for k in kept])
     interventions, meta = [], []
     skipped_prefix = 0
-    for j, k in enumerate(kept):
+    for k, states in zip(kept, cf_states):
         x, xc = ids[2 * k], ids[2 * k + 1]
-        shared = common_prefix_length([x, xc])
+        shared = shared_of[k]
         skipped_prefix += shared
         delta = len(xc) - len(x)
         tokens = [tokenizer.decode([t]) for t in x]
@@ -344,7 +376,8 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
             if tc < shared:
                 continue  # the counterfactual's subject is shorter: no aligned position
             for c, chunk in enumerate(settings.chunks):
-                vector = cf_states[j][list(chunk), tc].mean(dim=0)
+                # float32 mean of the chunk's layers (exact upcast of the compute dtype), on the CPU
+                vector = states[list(chunk), tc - shared].float().mean(dim=0)
                 interventions.append(Intervention(2 * k, t, chunk, vector))
                 meta.append((k, t, tc, c, tokens[t], types[t]))
     stats["skipped_identical_positions"] = skipped_prefix
@@ -373,7 +406,7 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
         columns["original_continuation"].append(decode(orig))
         columns["patched_continuation"].append(decode(new))
         columns["has_changed"].append(new != orig)
-        columns["vector"].append(iv.vector.float().numpy())
+        columns["vector"].append(iv.vector.detach().cpu().float().numpy())
     return columns, stats
 
 

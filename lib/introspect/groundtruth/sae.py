@@ -11,6 +11,11 @@ unit-norm decoder rows, trained on MSE plus the AuxK loss (the residual error re
 ``k_aux`` latents that have not fired for ``dead_after`` tokens), which keeps latents from dying.
 Inputs are scaled so that their mean squared norm is ``d_model`` (``input_scale``), so one learning rate
 fits models whose residual norms differ by orders of magnitude.
+
+Devices: activations stay where they are (the CPU, float16 as cached); training, FVU/L0 evaluation and
+exemplar encoding move one batch at a time to the job's device (``compute.device``), encode there in float32,
+and bring only the results back to the CPU. :meth:`SAE.on` gives the SAE on a device without touching the
+caller's copy.
 """
 
 from __future__ import annotations
@@ -69,6 +74,23 @@ class SAE(torch.nn.Module):
         self.register_buffer("threshold", None if threshold is None else threshold.float())
         self.activation, self.k = activation, k
         self.input_scale, self.subtract_decoder_bias = float(input_scale), subtract_decoder_bias
+
+    def on(self, device: str | torch.device) -> "SAE":
+        """This SAE with its weights on `device`: itself when they are there already, else a new SAE whose
+        tensors are copied straight to `device` (this one stays where it is)."""
+        device = torch.device(device)
+        here = self.decoder.device
+        if here == device or (device.index is None and here.type == device.type):
+            return self
+        move = lambda t: None if t is None else t.detach().to(device)  # noqa: E731
+        return SAE(move(self.encoder), move(self.encoder_bias), move(self.decoder), move(self.decoder_bias),
+                   activation=self.activation, k=self.k, threshold=move(self.threshold),
+                   input_scale=self.input_scale, subtract_decoder_bias=self.subtract_decoder_bias)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the SAE's weights are (encoding runs there)."""
+        return self.decoder.device
 
     @property
     def n_features(self) -> int:
@@ -150,30 +172,45 @@ def _init_topk(x: torch.Tensor, settings: SAESettings, scale: float, generator: 
                activation="topk", k=settings.k, input_scale=scale)
 
 
-def fvu(sae: SAE, x: torch.Tensor, batch_size: int = 4096) -> float:
-    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2."""
-    x = x.float()
-    mean = x.mean(0)
+def _encoding_device(sae: SAE, device: str | torch.device | None) -> torch.device:
+    return sae.device if device is None else torch.device(device)
+
+
+def fvu(sae: SAE, x: torch.Tensor, batch_size: int = 4096, device: str | torch.device | None = None) -> float:
+    """Fraction of variance unexplained: sum ||x - x_hat||^2 / sum ||x - mean(x)||^2.
+
+    `x` (n, d; float16 or float32) stays where it is; batches of `batch_size` rows are encoded on `device`
+    (default: where the SAE's weights are) in float32. The mean is taken in float32 where `x` is, without a
+    float32 copy of all of `x`."""
+    device = _encoding_device(sae, device)
+    sae = sae.on(device)
+    mean = x.mean(0, dtype=torch.float32).to(device)
     err = total = 0.0
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            batch = x[start:start + batch_size]
+            batch = x[start:start + batch_size].to(device).float()
             err += (batch - sae.decode(sae.encode(batch))).pow(2).sum().item()
             total += (batch - mean).pow(2).sum().item()
     return err / max(total, 1e-12)
 
 
-def sae_stats(sae: SAE, x_eval: torch.Tensor, batch_size: int = 4096) -> dict:
-    """FVU, mean L0 and the share of latents that never fire, on held-out activations."""
-    fired = torch.zeros(sae.n_features, dtype=torch.bool)
+def sae_stats(sae: SAE, x_eval: torch.Tensor, batch_size: int = 4096,
+              device: str | torch.device | None = None) -> dict:
+    """FVU, mean L0 and the share of latents that never fire, on held-out activations.
+
+    Encoding runs on `device` (default: where the SAE's weights are), `batch_size` rows at a time; `x_eval`
+    stays where it is and the statistics are plain Python numbers."""
+    device = _encoding_device(sae, device)
+    sae = sae.on(device)
+    fired = torch.zeros(sae.n_features, dtype=torch.bool, device=device)
     l0 = 0.0
     with torch.no_grad():
         for start in range(0, x_eval.shape[0], batch_size):
-            z = sae.encode(x_eval[start:start + batch_size])
+            z = sae.encode(x_eval[start:start + batch_size].to(device))
             active = z > 0
             l0 += active.sum().item()
             fired |= active.any(0)
-    return {"fvu": fvu(sae, x_eval, batch_size), "l0": l0 / max(1, x_eval.shape[0]),
+    return {"fvu": fvu(sae, x_eval, batch_size, device), "l0": l0 / max(1, x_eval.shape[0]),
             "dead_fraction": float(1 - fired.float().mean().item()), "n_features": sae.n_features,
             "eval_tokens": int(x_eval.shape[0])}
 
@@ -233,7 +270,7 @@ def train_topk(x: torch.Tensor, settings: SAESettings, progress: bool = True,
 
 def features_frame(sae: SAE, layer: int) -> pl.DataFrame:
     """(layer, feature, vector): the decoder direction of each feature, unit norm, float32."""
-    directions = sae.decoder.detach().float()
+    directions = sae.decoder.detach().cpu().float()
     directions = directions / directions.norm(dim=1, keepdim=True).clamp_min(1e-12)
     return pl.DataFrame({"layer": np.full(sae.n_features, layer, dtype=np.int64),
                          "feature": np.arange(sae.n_features, dtype=np.int64),
@@ -270,7 +307,8 @@ def from_download(path: str | Path) -> SAE:
 def sae_for_layer(settings: dict, hidden: torch.Tensor, tokens, layer: int, seed: int,
                   scratch: str | Path, progress: bool = True, device: str = "cpu") -> tuple[SAE, dict]:
     """The SAE of one layer from features.sae (train on train tokens, or fetch LlamaScope), with its
-    FVU / L0 / dead share on the eval tokens."""
+    FVU / L0 / dead share on the eval tokens. Training and evaluation run on `device`; the SAE returned is on
+    the CPU."""
     from introspect.groundtruth.activations import usable_rows
 
     backend = settings["backend"]
@@ -300,7 +338,7 @@ def sae_for_layer(settings: dict, hidden: torch.Tensor, tokens, layer: int, seed
         raise SAEError(f"features.sae.backend: unknown backend {backend!r}; use train, llamascope or gemmascope")
     if sae.d_model != hidden.shape[1]:
         raise SAEError(f"the SAE reads {sae.d_model}-d vectors but layer {layer} is {hidden.shape[1]}-d")
-    stats = sae_stats(sae, hidden[eval_rows])
+    stats = sae_stats(sae, hidden[eval_rows], device=device)
     # the time goes to the log, not into the stats file: the same inputs must give the same bytes
     log.info("layer %d SAE (%s) ready in %.1f s", layer, backend, time.perf_counter() - started)
     stats.update(layer=layer, backend=backend, train_tokens=int(len(train_rows)), loss_by_epoch=history)

@@ -20,10 +20,27 @@ def load_model(model_dir: str | Path, device: str = "cpu", dtype: str | None = N
     return model, tokenizer, info
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` means the first CUDA device when there is one, else the CPU."""
+def resolve_device(device: str, rule: str | None = None, gpus: str | None = None) -> str:
+    """The torch device a job runs on, from ``compute.device``: ``auto`` means the first CUDA device when there
+    is one, else the CPU; ``cpu``, ``cuda`` and ``cuda:N`` are checked against what torch sees.
+
+    `rule` (the Snakemake rule, e.g. ``snakemake.rule``) and `gpus` (its ``compute.gpus`` key, e.g.
+    ``"patching"``) only make the error say which job asked for the device and which settings to change.
+    """
+    where = f"rule {rule}: " if rule else ""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"compute.device is {device!r} but torch sees no CUDA device; use 'auto' or 'cpu'")
+    if device.startswith("cuda"):
+        request = (f"compute.gpus.{gpus} (the GPUs this job asks the scheduler for; 0 when absent)" if gpus
+                   else "the job's GPU request")
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"{where}compute.device is {device!r} but torch sees no CUDA device. Run the job where a GPU is "
+                f"visible (check {request} and CUDA_VISIBLE_DEVICES), or set compute.device to 'auto' or 'cpu'")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise RuntimeError(
+                f"{where}compute.device is {device!r} but torch sees {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); set compute.device to 'cuda' (the first visible "
+                f"GPU) or raise {request}")
     return device

@@ -3,17 +3,22 @@
 :class:`EmbeddingJudge` (offline: MiniLM cosine of predicted and gold description, mapped onto the judge's
 five-step scale with thresholds calibrated on the A.2 prompt's own five examples) and :class:`OpenAIJudge`
 (the A.2 prompt on any OpenAI-compatible server, through the cached client of
-:mod:`introspect.clients.openai_compatible`). Both return (rating - 1) / 4 in {0, .25, .5, .75, 1}, or None
-for an invalid reply.
+:mod:`introspect.clients.openai_compatible`, `concurrency` requests in flight at once). Both return
+(rating - 1) / 4 in {0, .25, .5, .75, 1}, or None for an invalid reply. :func:`judge_from_config` builds
+the judge of ``features.explain.judge``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Sequence
 
 import numpy as np
+
+from introspect.clients.openai_compatible import DEFAULT_CONCURRENCY, CachedChatClient, completion_content
+from introspect.scoring.simulators import SimulatorError
 
 log = logging.getLogger(__name__)
 
@@ -112,33 +117,44 @@ class EmbeddingJudge:
 
 
 class OpenAIJudge:
-    """The A.2 prompt on an OpenAI-compatible server, through the cached, retried chat client."""
+    """The A.2 prompt on an OpenAI-compatible server, through the cached, retried chat client.
+
+    :meth:`scores` sends all its pairs as one batch, `concurrency` requests in flight at once (identical pairs
+    once, cached pairs never); the scores and the count of invalid replies are the same as one at a time.
+    """
 
     def __init__(self, model: str = "gpt-4.1-mini", *, cache_dir, base_url: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", **options):
-        from introspect.clients.openai_compatible import CachedChatClient
-        from introspect.scoring.simulators import SimulatorError
-
-        options.pop("max_concurrency", None)  # one request at a time
+                 api_key_env: str | None = "OPENAI_API_KEY", concurrency: int = DEFAULT_CONCURRENCY, **options):
         self.model = model
         self._client = CachedChatClient(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
-                                        role="judge", error=SimulatorError, **options)
+                                        concurrency=concurrency, role="judge", error=SimulatorError, **options)
         self.invalid_replies = 0
+        self._lock = threading.Lock()
+
+    def request(self, predicted: str, expected: str) -> dict:
+        """The chat-completion request body rating one (predicted, expected) pair."""
+        return {"model": self.model, "temperature": 0.0,
+                "messages": [{"role": "user", "content": JUDGE_PROMPT.format(predicted=predicted, expected=expected)}]}
 
     def scores(self, predicted: Sequence[str], expected: Sequence[str]) -> list[float | None]:
-        from introspect.clients.openai_compatible import completion_content
-
+        """(rating - 1) / 4 of each pair, None for an invalid reply (counted in `invalid_replies`)."""
+        if len(predicted) != len(expected):
+            raise ValueError(f"{len(predicted)} predicted descriptions for {len(expected)} expected ones; "
+                             "give one expected description per predicted one")
+        replies = self._client.replies([self.request(p, e) for p, e in zip(predicted, expected)])
         out = []
-        for p, e in zip(predicted, expected):
-            request = {"model": self.model, "temperature": 0.0,
-                       "messages": [{"role": "user", "content": JUDGE_PROMPT.format(predicted=p, expected=e)}]}
-            body, path = self._client.reply(request)
+        for body, path in replies:  # in input order, so the warnings are too
             rating = parse_rating(completion_content(body))
             if rating is None:
-                self.invalid_replies += 1
+                with self._lock:
+                    self.invalid_replies += 1
                 log.warning("invalid judge reply (stored in %s)", path)
             out.append(rating_score(rating))
         return out
+
+    @property
+    def concurrency(self) -> int:
+        return self._client.concurrency
 
     @property
     def http_requests(self) -> int:
@@ -147,3 +163,16 @@ class OpenAIJudge:
     @property
     def cache_hits(self) -> int:
         return self._client.cache_hits
+
+
+def judge_from_config(settings: dict, cache_dir: str):
+    """The judge of features.explain.judge: embedding (offline) or openai (any OpenAI-compatible server)."""
+    backend = settings.get("backend", "embedding")
+    if backend == "openai":
+        return OpenAIJudge(settings.get("model", "gpt-4.1-mini"), cache_dir=cache_dir,
+                           base_url=settings.get("base_url"),
+                           api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"),
+                           concurrency=settings.get("concurrency", DEFAULT_CONCURRENCY))
+    if backend == "embedding":
+        return EmbeddingJudge()
+    raise ValueError(f"features.explain.judge.backend: unknown backend {backend!r}; use embedding or openai")

@@ -24,13 +24,15 @@ chat completion. An invalid reply gives ``None`` for that exemplar, is counted i
 ``OpenAISimulator.invalid_replies`` and logged, never raised; :meth:`Simulator.score` uses only the valid
 exemplars and returns nan when none is valid.
 
-Requests go through :mod:`introspect.clients.openai_compatible` (cache, retries, key redaction).
+Requests go through :mod:`introspect.clients.openai_compatible` (cache, retries, key redaction), at most
+``concurrency`` in flight at once: :meth:`OpenAISimulator.predict` sends one description's exemplars as one
+batch and :meth:`OpenAISimulator.score_many` all (description, exemplar) pairs of its call; predictions,
+scores, cache and invalid-reply counts are the same as one request at a time.
 """
 
 from __future__ import annotations
 
 import abc
-import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -41,7 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from introspect.clients.openai_compatible import CachedChatClient, ClientError, completion_content
+from introspect.clients.openai_compatible import DEFAULT_CONCURRENCY, CachedChatClient, ClientError, completion_content
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +108,19 @@ class Simulator(abc.ABC):
 
     def score(self, description: str, exemplars: Sequence[Exemplar]) -> float:
         """Simulation score of `description` over the exemplars with a valid prediction (nan if none)."""
-        pairs = [(p, ex) for p, ex in zip(self.predict(description, exemplars), exemplars) if p is not None]
-        if not pairs:
-            return math.nan
-        return simulation_score([p for p, _ in pairs], [ex for _, ex in pairs])
+        return score_valid(self.predict(description, exemplars), exemplars)
 
     def score_many(self, descriptions: Sequence[str], exemplars: Sequence[Exemplar]) -> "np.ndarray":
         """Score of each description on the same exemplars (backends may do this faster than one by one)."""
         return np.array([self.score(d, exemplars) for d in descriptions], dtype=np.float64)
+
+
+def score_valid(predicted: Sequence[Sequence[float] | None], exemplars: Sequence[Exemplar]) -> float:
+    """:func:`simulation_score` over the exemplars whose prediction is not None (nan if none is)."""
+    pairs = [(p, ex) for p, ex in zip(predicted, exemplars) if p is not None]
+    if not pairs:
+        return math.nan
+    return simulation_score([p for p, _ in pairs], [ex for _, ex in pairs])
 
 
 def simulation_messages(description: str, tokens: Sequence[str]) -> list[dict[str, str]]:
@@ -147,23 +154,30 @@ def parse_reply(text: str | None, n_tokens: int) -> list[float] | None:
 
 
 class OpenAISimulator(Simulator):
-    """All-at-once simulator on an OpenAI-compatible chat-completions server, cached on disk (module docstring)."""
+    """All-at-once simulator on an OpenAI-compatible chat-completions server, cached on disk (module docstring).
+
+    `concurrency` is the most requests in flight at once; it changes the wall time only, never the result.
+    """
 
     def __init__(self, model: str, *, cache_dir: str | Path, base_url: str | None = None,
                  api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = 3, timeout: float = 30.0,
-                 max_concurrency: int = 1, temperature: float = 0.0) -> None:
-        if max_retries < 0 or max_concurrency < 1 or timeout <= 0:
-            raise ValueError("OpenAISimulator needs max_retries >= 0, max_concurrency >= 1 and timeout > 0")
-        self.model, self.temperature, self.max_concurrency = model, temperature, max_concurrency
+                 concurrency: int = DEFAULT_CONCURRENCY, temperature: float = 0.0) -> None:
+        if max_retries < 0 or timeout <= 0:
+            raise ValueError("OpenAISimulator needs max_retries >= 0 and timeout > 0")
+        self.model, self.temperature = model, temperature
         self.client = CachedChatClient(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
-                                       max_retries=max_retries, timeout=timeout, role="simulator",
-                                       error=SimulatorError)
+                                       max_retries=max_retries, timeout=timeout, concurrency=concurrency,
+                                       role="simulator", error=SimulatorError)
         self.invalid_replies = 0  # exemplars whose reply (fresh or cached) could not be parsed
         self._lock = threading.Lock()
 
     @property
     def server(self) -> str:
         return self.client.server
+
+    @property
+    def concurrency(self) -> int:
+        return self.client.concurrency
 
     @property
     def http_requests(self) -> int:
@@ -174,24 +188,35 @@ class OpenAISimulator(Simulator):
     def cache_hits(self) -> int:
         return self.client.cache_hits
 
+    def request(self, description: str, exemplar: Exemplar) -> dict[str, Any]:
+        """The chat-completion request body for one (description, exemplar)."""
+        return {"model": self.model, "messages": simulation_messages(description, exemplar.tokens),
+                "temperature": self.temperature}
+
     def predict(self, description: str, exemplars: Sequence[Exemplar]) -> list[list[float] | None]:
-        def one(i: int) -> list[float] | None:
-            ex = exemplars[i]
-            request = {"model": self.model, "messages": simulation_messages(description, ex.tokens),
-                       "temperature": self.temperature}
-            body, path = self.client.reply(request)
-            values = parse_reply(completion_content(body), len(ex.tokens))
-            if values is None:
+        return self._predict_all([description], exemplars)[0]
+
+    def score_many(self, descriptions: Sequence[str], exemplars: Sequence[Exemplar]) -> np.ndarray:
+        """Score of each description on the same exemplars: every (description, exemplar) request of the call
+        in one concurrent batch; the same scores as :meth:`score` one description at a time."""
+        predictions = self._predict_all(descriptions, exemplars)
+        return np.array([score_valid(p, exemplars) for p in predictions], dtype=np.float64)
+
+    def _predict_all(self, descriptions: Sequence[str],
+                     exemplars: Sequence[Exemplar]) -> list[list[list[float] | None]]:
+        """Per description, per exemplar, the parsed prediction (None if invalid), from one batch of replies."""
+        pairs = [(d, i) for d in descriptions for i in range(len(exemplars))]
+        replies = self.client.replies([self.request(d, exemplars[i]) for d, i in pairs])
+        out: list[list[list[float] | None]] = [[] for _ in descriptions]
+        for n, ((description, i), (body, path)) in enumerate(zip(pairs, replies)):
+            values = parse_reply(completion_content(body), len(exemplars[i].tokens))
+            if values is None:  # counted and logged in input order, as one request at a time would
                 with self._lock:
                     self.invalid_replies += 1
                 log.warning("invalid simulator reply for exemplar %d of %r (reply stored in %s)",
                             i, description, path)
-            return values
-
-        if self.max_concurrency == 1 or len(exemplars) < 2:
-            return [one(i) for i in range(len(exemplars))]
-        with concurrent.futures.ThreadPoolExecutor(min(self.max_concurrency, len(exemplars))) as pool:
-            return list(pool.map(one, range(len(exemplars))))
+            out[n // len(exemplars)].append(values)
+        return out
 
 
 FINETUNED_SIMULATOR_ID = "Transluce/features_explain_llama3.1_8b_simulator"
@@ -347,7 +372,11 @@ class FinetunedSimulator(Simulator):
 
 
 def simulator_from_config(settings: dict, cache_dir: str, device: str = "cpu"):
-    """The simulator of features.simulator: embedding (offline), openai or finetuned."""
+    """The simulator of features.simulator: embedding (offline), openai or finetuned.
+
+    `device` (already resolved, e.g. by :func:`introspect.models.loading.resolve_device`) is where the
+    finetuned simulator is loaded and run; the other backends ignore it.
+    """
     backend = settings["backend"]
     if backend == "embedding":
         from introspect.scoring.embedding import EmbeddingSimulator
@@ -355,7 +384,8 @@ def simulator_from_config(settings: dict, cache_dir: str, device: str = "cpu"):
         return EmbeddingSimulator()
     if backend == "openai":
         return OpenAISimulator(settings["model"], cache_dir=cache_dir, base_url=settings.get("base_url"),
-                               api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"))
+                               api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"),
+                               concurrency=settings.get("concurrency", DEFAULT_CONCURRENCY))
     if backend == "finetuned":
         return FinetunedSimulator(settings["model"], device=device,
                                   dtype=settings.get("dtype", "bfloat16"),
