@@ -93,12 +93,6 @@ def simulator_models():
     return [size] if size else []
 
 
-def stage_threads():
-    """CPU threads of a compute-heavy job (config compute.threads; 1 when not set); rules take theirs from
-    sized_threads()."""
-    return SIZER.threads
-
-
 def train_processes():
     """CPU ranks of a training job (compute.processes.train; 1 when not set). On CUDA a job runs one rank per
     GPU it asks for (compute.gpus.train) instead."""
@@ -111,6 +105,11 @@ def deepspeed_config_text(train):
     return (Path(workflow.basedir) / path).read_text() if path else None
 
 
+def compute_dtype():
+    """compute.dtype (auto | float32 | bfloat16; auto when not set): the precision of every model computation."""
+    return config["compute"].get("dtype", "auto")
+
+
 def memory_budget_mb():
     """MB a streaming data stage reads at a time (compute.memory_budget_mb; 1024 when not set)."""
     return int(config["compute"].get("memory_budget_mb", 1024))
@@ -119,11 +118,6 @@ def memory_budget_mb():
 def checkpoint_every():
     """Optimiser steps between a training job's checkpoints (compute.checkpoint_every; 0: only on SIGTERM)."""
     return int(config["compute"].get("checkpoint_every", 0))
-
-
-def stage_gpus(stage):
-    """compute.gpus.<stage> (0 when not listed); a rule's `gpu` resource comes from sized(), which starts from it."""
-    return SIZER.stage_gpus(stage)
 
 
 def patching_targets():

@@ -70,6 +70,7 @@ rule features_activations:
         code=library_code("features_activations"),
         batch_size=config["features"]["activations"]["batch_size"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_activations/{target}/layer{layer}.log",
     benchmark:
@@ -246,6 +247,7 @@ rule features_eval_dact:
         exemplars=config["features"]["exemplars"],
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_eval_dact/{target}.log",
     benchmark:
@@ -278,6 +280,7 @@ rule features_similarity:
         width=config["features"]["exemplars"]["width"],
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_similarity/{target}/{explainer}.log",
     benchmark:

@@ -33,6 +33,7 @@ rule features_projection:
         n_sequences=200,
         align=lambda wc: wc.align,
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_projection/{target}/{align}/{explainer}.log",
     benchmark:
@@ -64,6 +65,7 @@ rule features_train:
         seed=lambda wc: feature_run(wc.run).get("seed", config["seed"]),
         sample_seed=config["seed"],  # a scaling point's features: the same as the NN baselines' at that n
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_train/{target}/{run}.log",
     benchmark:
@@ -94,6 +96,7 @@ rule features_predict:
         chat=lambda wc: feature_chat(wc.run),
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_predict/{target}/{run}.log",
     benchmark:
@@ -126,6 +129,7 @@ rule features_baseline:
         "logs/features_baseline/{target}/{baseline}.log",
     benchmark:
         "benchmarks/features_baseline/{target}/{baseline}.tsv"
+    threads: sized_threads("features_baseline")
     resources:
         **sized("features_baseline"),
     conda:
@@ -166,6 +170,7 @@ rule features_selfie:
         selfie=lambda wc: selfie_settings(),
         chat=lambda wc: MODELS[wc.target].instruct,
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_selfie/{target}.log",
     benchmark:
@@ -198,6 +203,7 @@ rule features_score:
         n_top=config["features"]["exemplars"]["n_top"],
         cache_dir="resources/cache",
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/features_score/{target}/{method}.log",
     benchmark:

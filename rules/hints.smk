@@ -44,6 +44,7 @@ rule hints_run:
         batch_size=config["hints"]["batch_size"],
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/hints_run/{target}.log",
     benchmark:

@@ -20,6 +20,7 @@ rule hints_train:
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     wildcard_constraints:
         variant="trained",
     log:
@@ -51,6 +52,7 @@ rule hints_predict:
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/hints_predict/{target}/{explainer}/{variant}.log",
     benchmark:

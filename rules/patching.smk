@@ -47,6 +47,7 @@ rule patching_sweep:
         chunks=lambda wc: patching_chunks(wc.target),
         batch_size=config["patching"]["batch_size"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/patching_sweep/{target}.log",
     benchmark:

@@ -24,6 +24,7 @@ rule patching_train:
         chat=lambda wc: MODELS[wc.explainer].instruct,
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     wildcard_constraints:
         variant="trained|no_activation|no_layer|no_token",
     log:
@@ -56,6 +57,7 @@ rule patching_predict:
         chat=lambda wc: MODELS[wc.explainer].instruct,
         seed=config["seed"],
         device=config["compute"]["device"],
+        dtype=compute_dtype(),
     log:
         "logs/patching_predict/{target}/{explainer}/{variant}.log",
     benchmark:

@@ -1,6 +1,7 @@
 """Snakemake wrapper: nearest-neighbour or gold-label descriptions of the eval sets."""
 
 import polars as pl
+import torch
 
 from introspect.names import split_scaled
 from introspect.explainers.baselines import nearest_neighbour, per_layer_sample
@@ -10,6 +11,7 @@ from introspect.tensorfiles import RowFile
 
 with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
     baseline, _ = split_scaled(snakemake.wildcards.get("baseline", "gold"))  # noqa: F821
     train = None if baseline == "gold" else read_table(snakemake.input.train, "feature_train")  # noqa: F821
     if train is not None and params.n_per_layer is not None:  # a scaling point

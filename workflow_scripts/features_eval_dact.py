@@ -5,7 +5,7 @@ import torch
 from introspect.groundtruth.activations import load_cache
 from introspect.groundtruth.exemplars import ExemplarSettings
 from introspect.groundtruth.evalsets import dact_vectors, vector_eval_set
-from introspect.models.loading import load_model, resolve_device
+from introspect.models.loading import load_stage_model
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 
@@ -13,7 +13,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
-    model, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
+    model, tokenizer, _, _ = load_stage_model(snakemake.input.model, params.device, params.dtype,  # noqa: F821
+                                            rule=snakemake.rule, gpus="features")  # noqa: F821
     pairs = read_table(snakemake.input.pairs, "patching_pairs")  # noqa: F821
     vectors, sources = dact_vectors(model, tokenizer, pairs, params.layers, params.n, params.seed)
     del model

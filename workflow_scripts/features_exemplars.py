@@ -17,12 +17,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     layer = int(snakemake.wildcards.layer)  # noqa: F821
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
     hidden = load_cache(snakemake.input.activations, tokens)  # noqa: F821
-    requested = getattr(params, "device", None)
-    if requested is None:  # rules written before the param existed
-        log.warning("rule %s has no device param: encoding on the CPU; add device=config['compute']['device'] "
-                    "to its params", snakemake.rule)  # noqa: F821
-        requested = "cpu"
-    device = resolve_device(requested, rule=snakemake.rule, gpus="features")  # noqa: F821
+    device = resolve_device(params.device, rule=snakemake.rule, gpus="features")  # noqa: F821
     log.info("encoding exemplar activations on %s", device)
     sae = SAE.load(snakemake.input.sae)  # noqa: F821
     frame, stats = sae_exemplars(hidden, tokens, sae, layer, ExemplarSettings(**params.exemplars), params.seed,

@@ -9,8 +9,7 @@ import torch
 
 from introspect.groundtruth.labels import concepts, label_features, label_stats, neuronpedia_labels
 from introspect.groundtruth.exemplars import make_windows
-from introspect.scoring.simulators import simulator_from_config
-from introspect.models.loading import resolve_device
+from introspect.scoring.simulators import simulator_device, simulator_from_config
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 
@@ -22,7 +21,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     exemplar_table = read_table(snakemake.input.exemplars, "feature_exemplars")  # noqa: F821
     windows = make_windows(tokens, params.width)
     # The finetuned simulator is loaded and run on compute.device; openai sends `concurrency` requests at once.
-    simulator = simulator_from_config(params.simulator, params.cache_dir, resolve_device(params.device))
+    device = simulator_device(params.simulator, params.device, snakemake.rule)  # noqa: F821
+    simulator = simulator_from_config(params.simulator, params.cache_dir, device)
     if params.labels["backend"] == "neuronpedia":
         from introspect.sources.downloads import download_neuronpedia_explanations
 

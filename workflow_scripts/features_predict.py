@@ -14,7 +14,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     items = [read_table(path, "feature_eval") for path in snakemake.input.evalsets]  # noqa: F821
     every = pl.concat(items)
     predictions = predict_features(every, snakemake.input.explainer, params.chat, params.eval["batch_size"],  # noqa: F821
-                                   params.eval["max_new_tokens"], params.seed, resolve_device(params.device))
+                                   params.eval["max_new_tokens"], params.seed, resolve_device(params.device),
+                                   params.dtype)
     log.info("first descriptions: %s", predictions[:5])
     start = 0
     for part, out in zip(items, snakemake.output):  # noqa: F821

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from introspect.groundtruth.activations import INPUT_LAYER, load_cache
-from introspect.models.loading import load_model, resolve_device
+from introspect.models.loading import load_stage_model
 from introspect.runlog import logged
 from introspect.schemas import read_table
 from introspect.groundtruth.similarity import pretrained_projections, relative_layer
@@ -17,7 +17,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     tokens = read_table(snakemake.input.tokens, "feature_tokens")  # noqa: F821
     paths = dict(zip(params.layers, snakemake.input.activations))  # noqa: F821
-    model, tokenizer, _ = load_model(snakemake.input.explainer, device=resolve_device(params.device))  # noqa: F821
+    model, tokenizer, _, _ = load_stage_model(snakemake.input.explainer, params.device, params.dtype,  # noqa: F821
+                                            rule=snakemake.rule, gpus="features")  # noqa: F821
     n_explainer = model.config.get_text_config().num_hidden_layers
     layer_map = {layer: INPUT_LAYER if params.align == "input" else relative_layer(layer, params.n_target_layers,
                                                                                    n_explainer)

@@ -6,8 +6,7 @@ import torch
 from introspect.scoring.judges import judge_from_config
 from introspect.scoring.features import candidate_texts, judge_best, simulator_scores
 from introspect.groundtruth.exemplars import make_windows
-from introspect.scoring.simulators import simulator_from_config
-from introspect.models.loading import resolve_device
+from introspect.scoring.simulators import simulator_device, simulator_from_config
 from introspect.runlog import logged
 from introspect.schemas import read_table
 
@@ -17,7 +16,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     windows = make_windows(read_table(inputs.tokens, "feature_tokens"), params.width)
     # The finetuned simulator is loaded and run on compute.device; openai sends `concurrency` requests at once.
-    simulator = simulator_from_config(params.simulator, f"{params.cache_dir}/simulator", resolve_device(params.device))
+    device = simulator_device(params.simulator, params.device, snakemake.rule)  # noqa: F821
+    simulator = simulator_from_config(params.simulator, f"{params.cache_dir}/simulator", device)
     rows = {"item_id": [], "metric": [], "value": []}
     for evalset, items_path, predictions_path in zip(params.evalsets, inputs.evalsets, inputs.predictions):
         items = read_table(items_path, "feature_eval")

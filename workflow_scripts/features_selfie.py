@@ -2,7 +2,7 @@
 
 import torch
 
-from introspect.models.loading import load_model, resolve_device
+from introspect.models.loading import load_stage_model
 from introspect.runlog import logged
 from introspect.schemas import read_table
 from introspect.explainers.selfie import selfie_describe, selfie_frame
@@ -10,7 +10,8 @@ from introspect.explainers.selfie import selfie_describe, selfie_frame
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
-    lm, tokenizer, _ = load_model(snakemake.input.model, device=resolve_device(params.device))  # noqa: F821
+    lm, tokenizer, _, _ = load_stage_model(snakemake.input.model, params.device, params.dtype,  # noqa: F821
+                                         rule=snakemake.rule, gpus="train")  # noqa: F821
     for path, out in zip(snakemake.input.evalsets, snakemake.output):  # noqa: F821
         items = read_table(path, "feature_eval")
         vectors = torch.from_numpy(items["vector"].to_numpy().copy())

@@ -21,7 +21,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     losses = launch_job(train_feature_explainer, dict(
         train=train, model_dir=snakemake.input.model, out_dir=snakemake.output[0],  # noqa: F821
         target_hidden=params.target_hidden, projection=params.projection, chat=params.chat,
-        settings=params.train, seed=params.seed, projection_weights=weights, target_model=params.target_model,
+        settings={**params.train, "compute_dtype": params.dtype}, seed=params.seed, projection_weights=weights,
+        target_model=params.target_model,
         vectors=snakemake.input.vectors,  # noqa: F821
     ), resolve_device(params.device), snakemake.resources, snakemake.threads)  # noqa: F821
     log.info("first/last loss %.3f / %.3f over %d steps", losses[0], losses[-1], len(losses))

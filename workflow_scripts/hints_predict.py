@@ -18,5 +18,6 @@ with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         evaluation=params.eval,
         seed=params.seed,
         device=resolve_device(params.device),
+        dtype=params.dtype,
     )
     predictions.write_parquet(snakemake.output[0])  # noqa: F821

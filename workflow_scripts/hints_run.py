@@ -5,16 +5,16 @@ import json
 import torch
 
 from introspect.groundtruth.hints import HintSettings, run_hints, run_stats
-from introspect.models.loading import load_model, resolve_device
+from introspect.models.loading import load_stage_model
 from introspect.runlog import logged
 from introspect.schemas import read_table, write_table
 
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
-    device = resolve_device(params.device, rule=snakemake.rule, gpus="hints")  # noqa: F821
+    model, tokenizer, _, device = load_stage_model(snakemake.input.model, params.device, params.dtype,  # noqa: F821
+                                                   rule=snakemake.rule, gpus="hints")  # noqa: F821
     log.info("hint runs on %s", device)
-    model, tokenizer, _ = load_model(snakemake.input.model, device=device)  # noqa: F821
     questions = read_table(snakemake.input.questions, "hints_questions")  # noqa: F821
     settings = HintSettings(hint_format=params.hint_format, chat=params.chat, batch_size=params.batch_size,
                             seed=params.seed)

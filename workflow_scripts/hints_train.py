@@ -11,5 +11,5 @@ with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
     launch_job(train_hint_explainer, dict(
         dataset=read_table(snakemake.input.dataset, "hints_dataset"),  # noqa: F821
         model_dir=snakemake.input.model, out_dir=snakemake.output[0],  # noqa: F821
-        chat=params.chat, train=params.train, seed=params.seed,
+        chat=params.chat, train={**params.train, "compute_dtype": params.dtype}, seed=params.seed,
     ), resolve_device(params.device), snakemake.resources, snakemake.threads)  # noqa: F821

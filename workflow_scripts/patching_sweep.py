@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from introspect.models.loading import load_model, resolve_device
+from introspect.models.loading import load_stage_model
 from introspect.groundtruth.patching import SweepSettings, patch_sweep, sweep_frame
 from introspect.sources.facts import pairs_from_frame
 from introspect.runlog import logged
@@ -13,9 +13,9 @@ from introspect.schemas import read_table, write_table
 with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     params = snakemake.params  # noqa: F821
     torch.set_num_threads(snakemake.threads)  # noqa: F821
-    device = resolve_device(params.device, rule=snakemake.rule, gpus="patching")  # noqa: F821
+    model, tokenizer, _, device = load_stage_model(snakemake.input.model, params.device, params.dtype,  # noqa: F821
+                                                   rule=snakemake.rule, gpus="patching")  # noqa: F821
     log.info("patching sweep on %s", device)
-    model, tokenizer, _ = load_model(snakemake.input.model, device=device)  # noqa: F821
     pairs = pairs_from_frame(read_table(snakemake.input.pairs, "patching_pairs"))  # noqa: F821
     settings = SweepSettings(
         prompt_format=params.prompt_format,

@@ -12,6 +12,7 @@ with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         dataset=read_table(snakemake.input.dataset, "patching_dataset"),  # noqa: F821
         model_dir=snakemake.input.model, out_dir=snakemake.output[0],  # noqa: F821
         variant=snakemake.wildcards.variant,  # noqa: F821
-        target_hidden=params.target_hidden, projection=params.projection, chat=params.chat, train=params.train,
+        target_hidden=params.target_hidden, projection=params.projection, chat=params.chat,
+        train={**params.train, "compute_dtype": params.dtype},
         seed=params.seed,
     ), resolve_device(params.device), snakemake.resources, snakemake.threads)  # noqa: F821

@@ -306,7 +306,7 @@ RULES: dict[str, Stage] = {
     "features_projection": Stage("model", "features", True),
     "features_train": Stage("train", "train", True),
     "features_predict": Stage("model", "train", True),
-    "features_baseline": Stage("data"),
+    "features_baseline": Stage("data", threaded=True),  # one float32 GEMM per chunk: threads help
     "features_gold": Stage("tiny"),
     "features_selfie": Stage("model", "train", True),
     "features_score": Stage("model", "features", True),
@@ -411,9 +411,10 @@ class Sizer:
         return self.features_per_layer(target) * (ex["n_top"] + ex["n_random"]) * ex["width"] * (4 + 8)
 
     def n_eval_items(self, target: str, evalsets: Iterable[str] = ("sae", "act", "dact")) -> int:
-        """Items of a target's eval sets: n_test held-out features per layer, n_act and n_dact vectors."""
+        """Items of a target's eval sets: n_test held-out features, n_act and n_dact vectors, each per layer."""
         sizes = {"sae": self.features["split"]["n_test"] * self.layers(target),
-                 "act": self.features["eval"]["n_act"], "dact": self.features["eval"]["n_dact"]}
+                 "act": self.features["eval"]["n_act"] * self.layers(target),
+                 "dact": self.features["eval"]["n_dact"] * self.layers(target)}
         return sum(sizes[e] for e in evalsets)
 
     def train_pool(self, target: str) -> int:
@@ -729,7 +730,11 @@ def _simulator_work(s: Sizer, models, scores: float) -> Work:
     if backend == "finetuned":
         return Work(flops=2 * _params(models) * scores * _simulated_tokens(s))
     if backend == "openai":
-        return Work(api_calls=scores, api_concurrency=int(settings.get("concurrency", DEFAULT_API_CONCURRENCY)),
+        # one request per (description, exemplar) of the half a score reads
+        ex = s.features["exemplars"]
+        per_score = -(-(ex["n_top"] + ex["n_random"]) // 2)
+        return Work(api_calls=scores * per_score,
+                    api_concurrency=int(settings.get("concurrency", DEFAULT_API_CONCURRENCY)),
                     uses_device=False, model_copies=0)
     return Work(fp32_flops=2 * MINILM_PARAMS * scores * _simulated_tokens(s), uses_device=False, model_copies=0)
 
@@ -786,7 +791,8 @@ def _features_eval_act(s: Sizer, wc, models) -> Work:
     target = wc["target"]
     hidden, cache = s.models[target].hidden_size, s.cache_bytes(target)
     # one layer's cache at a time (as float16, and a float32 slice); each vector against every eval token
-    return Work(data_bytes=2 * cache, fp32_flops=2 * s.features["eval"]["n_act"] * s.eval_tokens() * hidden,
+    return Work(data_bytes=2 * cache,
+                fp32_flops=2 * s.features["eval"]["n_act"] * s.eval_tokens() * hidden * s.layers(target),
                 file_bytes=s.layers(target) * cache, uses_device=False, model_copies=0)
 
 
@@ -794,7 +800,7 @@ def _features_eval_dact(s: Sizer, wc, models) -> Work:
     target = wc["target"]
     hidden, cache, n = s.models[target].hidden_size, s.cache_bytes(target), s.features["eval"]["n_dact"]
     return Work(data_bytes=2 * cache, flops=2 * _params(models) * 2 * n * PATCH_PROMPT_TOKENS,
-                fp32_flops=2 * n * s.eval_tokens() * hidden, file_bytes=s.layers(target) * cache)
+                fp32_flops=2 * n * s.eval_tokens() * hidden * s.layers(target), file_bytes=s.layers(target) * cache)
 
 
 def _features_similarity(s: Sizer, wc, models) -> Work:

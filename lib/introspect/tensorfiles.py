@@ -160,11 +160,6 @@ class RowFile:
             out[order[run]] = block[sorted_rows[run] - first]
         return out
 
-    def chunks(self, rows_per_chunk: int):
-        """(start, rows) for consecutive chunks of at most `rows_per_chunk` rows."""
-        for start in range(0, self.shape[0], max(1, rows_per_chunk)):
-            yield start, self.read(start, start + rows_per_chunk)
-
 
 class RowFileWriter:
     """Write a (n_rows, d) tensor to a safetensors file a chunk at a time (then :meth:`close`; or use `with`).

@@ -222,3 +222,20 @@ def test_lazily_encoded_feature_items_equal_the_eager_encoding(tiny):
     digest = data.items.digest()
     assert len(data.items) == table.height and digest == feature_examples(table, tokenizer, False, 3).items.digest()
     assert digest != feature_examples(table, tokenizer, False, 4).items.digest()
+
+
+def test_bfloat16_training_keeps_float32_weights_and_follows_the_float32_run(tiny, tmp_path, caplog):
+    """compute.dtype bfloat16: autocast matmuls over float32 master weights; the losses stay close to float32's
+    and the checkpoint records the precision."""
+    import json
+
+    a = launch(train_feature_explainer, kwargs(tiny, tmp_path / "fp32", epochs=1), ranks=1)
+    with caplog.at_level("INFO"):
+        b = launch(train_feature_explainer, {**kwargs(tiny, tmp_path / "bf16", epochs=1),
+                                             "settings": {**TRAIN, "epochs": 1, "compute_dtype": "bfloat16"}},
+                   ranks=1)
+    assert "precision: bfloat16 autocast over float32 weights" in caplog.text
+    np.testing.assert_allclose(a, b, rtol=0.02)
+    assert all(t.dtype == torch.float32 for t in weights(tmp_path / "bf16").values())
+    meta = json.loads((tmp_path / "bf16" / "explainer.json").read_text())
+    assert meta["metadata"]["train_dtype"] == "bfloat16"

@@ -217,10 +217,16 @@ def test_sae_on_moves_a_copy_and_leaves_the_original(small_sae):
     assert moved.decoder.dtype == torch.float32
 
 
-@pytest.mark.parametrize("script, stage", [("patching_sweep", "patching"), ("hints_run", "hints"),
-                                           ("features_sae", "features"), ("features_exemplars", "features")])
-def test_ground_truth_scripts_name_their_rule_and_gpu_stage_in_device_errors(script, stage):
+@pytest.mark.parametrize("script, stage", [
+    ("patching_sweep", "patching"), ("hints_run", "hints"), ("features_sae", "features"),
+    ("features_exemplars", "features"), ("features_activations", "features"), ("features_eval_dact", "features"),
+    ("features_projection", "features"), ("features_similarity", "features"), ("features_selfie", "train")])
+def test_scripts_name_their_rule_and_gpu_stage_in_device_errors(script, stage):
+    """Every script that puts a model or an SAE on compute.device resolves it with its rule and its
+    compute.gpus key (so a device error names both), directly or through load_stage_model."""
     text = (REPO / "workflow_scripts" / f"{script}.py").read_text()
-    assert f'resolve_device(params.device, rule=snakemake.rule, gpus="{stage}")' in text or \
-        f'resolve_device(requested, rule=snakemake.rule, gpus="{stage}")' in text
-    assert "device=device" in text  # the resolved device is what the library gets
+    calls = ("resolve_device(params.device, rule=snakemake.rule",
+             "load_stage_model(")
+    assert any(call in text for call in calls) and f'gpus="{stage}")' in text
+    if "load_stage_model(" not in text:
+        assert "device=device" in text  # the resolved device is what the library gets

@@ -259,3 +259,30 @@ def test_simulator_from_config_wires_concurrency_and_device(tmp_path):
     tuned = simulator_from_config({"backend": "finetuned", "model": "some/folder", "batch_size": 4}, str(tmp_path),
                                   device="cuda:1")  # constructing loads nothing
     assert isinstance(tuned, FinetunedSimulator) and tuned.device == "cuda:1" and tuned.batch_size == 4
+
+
+def test_score_calls_keeps_concurrency_in_flight_across_small_calls(server, tmp_path, key):
+    """Scoring sends one call per eval item (one description x its check exemplars, a handful of requests):
+    score_calls batches all the items' requests, so more than one call's worth are in flight at once, and the
+    scores equal score_many call by call."""
+    server.delay = 0.05
+    sim = simulator(server, tmp_path, key, concurrency=8)
+    calls = [([d], MORE[:2]) for d in DESCRIPTIONS[:3]] + [([DESCRIPTIONS[3]], MORE[2:])]
+    scores = sim.score_calls(calls)
+    assert server.max_in_flight > 2  # every call alone has 2 requests
+    one_by_one = simulator(server, tmp_path, key, concurrency=1)
+    assert [list(s) for s in scores] == [list(one_by_one.score_many(d, e)) for d, e in calls]
+    assert one_by_one.http_requests == 0  # all from the cache
+
+
+def test_only_the_finetuned_simulator_computes_on_compute_device(monkeypatch):
+    """MiniLM and remote simulators run on the CPU (their jobs get no GPU), even under compute.device cuda."""
+    import torch as torch_
+
+    from introspect.scoring.simulators import simulator_device
+
+    monkeypatch.setattr(torch_.cuda, "is_available", lambda: False)
+    assert simulator_device({"backend": "embedding"}, "cuda") == "cpu"
+    assert simulator_device({"backend": "openai"}, "cuda") == "cpu"
+    with pytest.raises(RuntimeError, match="rule features_score: compute.device is 'cuda'"):
+        simulator_device({"backend": "finetuned"}, "cuda", rule="features_score")

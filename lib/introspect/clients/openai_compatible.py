@@ -22,7 +22,9 @@ requests already cached are never sent, and identical requests of one batch are 
 count as cache hits, as they would one at a time). Every reply is cached the moment it arrives, so when one
 request fails for good, the replies already in flight are still awaited and cached before the error is raised
 (requests not yet started are dropped; a rerun sends only those). Replies, cache files and counters are
-therefore the same whatever the concurrency, given a server that answers a request the same way each time.
+therefore the same whatever the concurrency, given a server that answers a request the same way each time —
+except after a failure, when the requests that were already in flight beyond the failed one have been sent and
+cached too (one at a time would have stopped before them).
 """
 
 from __future__ import annotations

@@ -50,18 +50,32 @@ class FeatureItems(Sequence[Encoded]):
     def __len__(self) -> int:
         return len(self.layers)
 
-    def __getitem__(self, i: int) -> Encoded:
-        key = (int(self.questions[i]), int(self.layers[i]))
+    def _prompt(self, question: int, layer: int) -> EncodedPrompt:
+        key = (question, layer)
         if key not in self._prompts:
-            question = feature_question(FEATURE_PROMPTS[key[0]], key[1])
-            self._prompts[key] = encode_prompt(self.tokenizer, question, self.chat)
+            self._prompts[key] = encode_prompt(self.tokenizer, feature_question(FEATURE_PROMPTS[question], layer),
+                                               self.chat)
+        return self._prompts[key]
+
+    def __getitem__(self, i: int) -> Encoded:
         label = self.labels[i] if self.labels is not None else None
-        return encode_answer(self.tokenizer, self._prompts[key], label, self.chat)
+        prompt = self._prompt(int(self.questions[i]), int(self.layers[i]))
+        return encode_answer(self.tokenizer, prompt, label, self.chat)
 
     def digest(self) -> str:
-        """What the examples are made of (questions, layers, labels, chat), for a checkpoint's fingerprint."""
+        """What the examples are made of, for a checkpoint's fingerprint: the questions, layers, labels and chat
+        flag, every distinct prompt's token ids and the tokenizer itself (its vocabulary, merges and template),
+        so that a changed tokenizer or chat template never resumes onto other encodings."""
         digest = hashlib.sha256()
         digest.update(json.dumps([self.chat, FEATURE_PROMPTS]).encode())
+        keys = np.unique(np.stack([np.asarray(self.questions, dtype=np.int64),
+                                   np.asarray(self.layers, dtype=np.int64)], axis=1), axis=0) if len(self) else []
+        for question, layer in keys:
+            prompt = self._prompt(int(question), int(layer))
+            digest.update(json.dumps([int(question), int(layer), list(prompt.input_ids)]).encode())
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        digest.update((backend.to_str() if backend is not None else repr(self.tokenizer.get_vocab())).encode())
+        digest.update(str(getattr(self.tokenizer, "chat_template", None)).encode())
         digest.update(np.ascontiguousarray(self.questions, dtype=np.int8).tobytes())
         digest.update(np.ascontiguousarray(self.layers, dtype=np.int64).tobytes())
         digest.update(json.dumps(list(self.labels) if self.labels is not None else None).encode())
@@ -80,9 +94,11 @@ class FeatureVectors:
     def __getitem__(self, index) -> torch.Tensor:
         return torch.from_numpy(self.file.take(self.rows[np.asarray(index, dtype=np.int64)]).astype(np.float32))
 
-    def digest(self, chunk: int = 65536) -> str:
-        """sha256 of the rows' bytes, read a chunk at a time."""
+    def digest(self, budget_mb: int = 256) -> str:
+        """sha256 of the rows' bytes, read a chunk of about `budget_mb` at a time (every rank reads the rows
+        once when it starts: 33 GB at the paper's 4M features, well under a minute from local disk)."""
         digest = hashlib.sha256()
+        chunk = max(1, budget_mb * 2**20 // (4 * self.file.shape[1]))
         for start in range(0, len(self.rows), chunk):
             digest.update(self.file.take(self.rows[start:start + chunk]).tobytes())
         return digest.hexdigest()
@@ -130,11 +146,11 @@ def train_feature_explainer(train: pl.DataFrame, model_dir: str, out_dir: str, t
 
 
 def predict_features(items: pl.DataFrame, explainer_path: str, chat: bool, batch_size: int = 16,
-                     max_new_tokens: int = 32, seed: int = 0, device: str = "cpu") -> list[str]:
-    """Greedy descriptions of every item's vector with a trained checkpoint."""
+                     max_new_tokens: int = 32, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> list[str]:
+    """Greedy descriptions of every item's vector with a trained checkpoint (`dtype`: compute.dtype)."""
     from introspect.explainers.generation import predict
     from introspect.explainers.model import load_explainer
 
     explainer = load_explainer(explainer_path, device=device)
     data = feature_examples(items, explainer.tokenizer, chat, seed, with_targets=False)
-    return predict(explainer, data, batch_size, max_new_tokens)
+    return predict(explainer, data, batch_size, max_new_tokens, dtype)

@@ -82,8 +82,9 @@ def train_hint_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str, ch
 
 
 def predict_hints(dataset: pl.DataFrame, explainer_path: str, variant: str, chat: bool, evaluation: dict,
-                  seed: int, device: str = "cpu") -> pl.DataFrame:
-    """Explain the (sampled) test split with a checkpoint, or with an untrained model folder."""
+                  seed: int, device: str = "cpu", dtype: str = "float32") -> pl.DataFrame:
+    """Explain the (sampled) test split with a checkpoint, or with an untrained model folder (`dtype`:
+    compute.dtype)."""
     from introspect.explainers.generation import predict
     from introspect.explainers.model import ExplainerSettings, build_explainer, load_explainer
     from introspect.explainers.training import subsample
@@ -94,5 +95,5 @@ def predict_hints(dataset: pl.DataFrame, explainer_path: str, variant: str, chat
     else:
         explainer = load_explainer(explainer_path, device=device)
     data = hint_examples(test, explainer.tokenizer, variant, chat, with_targets=False)
-    outputs = predict(explainer, data, evaluation["batch_size"], evaluation["max_new_tokens"])
+    outputs = predict(explainer, data, evaluation["batch_size"], evaluation["max_new_tokens"], dtype)
     return predictions_frame(test, outputs)

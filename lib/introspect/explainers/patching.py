@@ -115,8 +115,9 @@ def train_patching_explainer(dataset: pl.DataFrame, model_dir: str, out_dir: str
 
 
 def predict_patching(dataset: pl.DataFrame, explainer_path: str, variant: str, target_hidden: int, chat: bool,
-                     evaluation: dict, seed: int, device: str = "cpu") -> pl.DataFrame:
-    """Explain the (sampled) test split with a checkpoint, or with an untrained model folder."""
+                     evaluation: dict, seed: int, device: str = "cpu", dtype: str = "float32") -> pl.DataFrame:
+    """Explain the (sampled) test split with a checkpoint, or with an untrained model folder (`dtype`:
+    compute.dtype)."""
     from introspect.explainers.model import ExplainerSettings, build_explainer, load_explainer
 
     test = subsample(dataset.filter(pl.col("split") == "test"), evaluation["max_test"], seed)
@@ -127,5 +128,5 @@ def predict_patching(dataset: pl.DataFrame, explainer_path: str, variant: str, t
     else:
         explainer = load_explainer(explainer_path, device=device)
     data = patching_examples(test, explainer.tokenizer, variant, chat, seed, with_targets=False)
-    outputs = predict(explainer, data, evaluation["batch_size"], evaluation["max_new_tokens"])
+    outputs = predict(explainer, data, evaluation["batch_size"], evaluation["max_new_tokens"], dtype)
     return predictions_frame(test, outputs)

@@ -7,6 +7,7 @@ is the loop (plain PyTorch on a CPU or one GPU, DeepSpeed on GPUs).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -32,6 +33,7 @@ from introspect.explainers.distributed import (
     step_totals,
 )
 from introspect.explainers.model import Batch, Encoded, VectorExplainer, collate
+from introspect.models.precision import autocast, dtype_name, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,13 @@ class TrainSettings:
     deepspeed_config: str | None = None  # a DeepSpeed JSON config (ZeRO stage etc.); engine deepspeed only
     gradient_checkpointing: bool = False  # recompute block activations in the backward pass
     compiled_optimizer: bool = False  # deepspeed on GPUs: FusedAdam (compiled at first use) instead of torch AdamW
+    dtype: str = "float32"  # float32, or bfloat16: mixed precision (float32 weights and AdamW state, bf16 matmuls)
     checkpoint_dir: str | None = None
     checkpoint_every: int = 0
 
     def __post_init__(self):
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"the training dtype must be float32 or bfloat16, got {self.dtype!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         if self.engine == "deepspeed" and not self.deepspeed_config:
@@ -196,6 +201,11 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
         model = explainer
         device = explainer.device
 
+    # torch engine: autocast (float32 master weights); DeepSpeed: its own bf16 setting (configs/deepspeed/*.json)
+    mixed = settings.dtype == "bfloat16" and settings.engine == "torch"
+    precision = autocast(torch.bfloat16, device) if mixed else contextlib.nullcontext()
+    log.info("precision: %s", "bfloat16 autocast over float32 weights" if mixed else
+             "the DeepSpeed config's" if settings.engine == "deepspeed" else "float32")
     checkpoint = Path(settings.checkpoint_dir) if settings.checkpoint_dir else None
     fingerprint = _fingerprint(explainer, data, settings, world)
     start_epoch, skip_groups, step = 0, 0, 0
@@ -275,7 +285,8 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
                 total = 0.0
                 for index in shard(group, rank, world):
                     batch = data.batch(index, pad).to(device)
-                    loss = model(batch)
+                    with precision:
+                        loss = model(batch)
                     if settings.engine == "deepspeed":
                         engine.backward(loss)
                         engine.step()
@@ -384,13 +395,14 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     from introspect.explainers.training import TrainSettings, train_explainer
 
     train = dict(train)
+    compute = dtype_name(resolve_dtype(train.pop("compute_dtype", "float32"), device))
     max_train = train.pop("max_train", None)
     train.pop("projection", None)
     tuning = train.pop("tuning")
     lora = {k: train.pop(k) for k in ("lora_r", "lora_alpha", "lora_dropout", "train_embeddings", "vector_norm",
                                       "projection_tuning") if k in train}
     rows = subsample(rows, max_train, seed)
-    settings_ = TrainSettings(**train, seed=seed)
+    settings_ = TrainSettings(**train, seed=seed, dtype=compute)
     # ZeRO-3 partitions the weights over the ranks' GPUs when DeepSpeed starts: build on the host, so that no GPU
     # ever holds the whole model (each rank holds one bf16 copy in host memory until then; docs/cluster.md)
     build_on = "cpu" if _zero_stage(settings_) >= 3 else device
@@ -406,7 +418,8 @@ def fit_explainer(rows: pl.DataFrame, model_dir: str, out_dir: str, examples, se
     history = train_explainer(explainer, data, dataclasses.replace(settings_, checkpoint_dir=resume,
                                                                    checkpoint_every=checkpoint_every))
     if is_main():
-        explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data)},
+        explainer.save(out_dir, metadata={**(metadata or {}), "losses": history, "n_train": len(data),
+                                          "train_dtype": compute},
                        state_dict=getattr(explainer, "gathered_state", None))
         shutil.rmtree(resume, ignore_errors=True)
     barrier()

@@ -94,8 +94,8 @@ def split_feature_files(files: Sequence[LayerFiles], n_test: int, seed: int, vec
 
     Returns the train table (schema ``feature_train``: no vectors; ``row`` indexes `vectors_path`) and the test
     table (``feature_eval``). The training vectors go to `vectors_path` in float16 as they stream from the SAE
-    tables, a chunk of at most `budget_mb` at a time: memory is one layer's keys and labels and one chunk, never
-    all N vectors. Test features are drawn among those with exemplars (they are scored by the simulator); a
+    tables, one row group at a time: memory is the train table's keys and labels (the output; ~100 bytes a
+    feature) and one row group of vectors, never all N vectors. Test features are drawn among those with exemplars (they are scored by the simulator); a
     labelled feature without exemplars (possible with Neuronpedia labels) can still train.
     """
     plans = [_layer_split(f, n_test, seed + _first_layer(f)) for f in files]
@@ -167,12 +167,15 @@ def sample_features(files: Sequence[LayerFiles], n: int, seed: int) -> pl.DataFr
 
 
 def sample_rows(files: Sequence[LayerFiles], picks: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The labels and exemplars of the picked features, read from each layer's tables by filter (not whole)."""
+    """The labels and exemplars of the picked features, read from each layer's tables with a row filter that
+    polars pushes into the Parquet scan (row groups without a picked feature are skipped, not read whole)."""
     labels, exemplar_rows = [], []
     for f in files:
-        labels.append(pl.scan_parquet(f.labels).join(picks.lazy(), on=["layer", "feature"], how="semi").collect())
-        exemplar_rows.append(pl.scan_parquet(f.exemplars).join(picks.lazy(), on=["layer", "feature"],
-                                                               how="semi").collect())
+        layer = _first_layer(f)
+        wanted = picks.filter(pl.col("layer") == layer)["feature"].to_list()
+        keep = (pl.col("layer") == layer) & pl.col("feature").is_in(wanted)
+        labels.append(pl.scan_parquet(f.labels).filter(keep).collect())
+        exemplar_rows.append(pl.scan_parquet(f.exemplars).filter(keep).collect())
     return pl.concat(labels), pl.concat(exemplar_rows)
 
 

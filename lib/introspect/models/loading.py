@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
+from introspect.models.precision import dtype_name, resolve_dtype
 from introspect.models.registry import DTYPES, ModelInfo
 
+log = logging.getLogger(__name__)
 
-def load_model(model_dir: str | Path, device: str = "cpu", dtype: str | None = None):
-    """Load a materialised model folder: returns ``(model, tokenizer, info)`` with the model in eval mode."""
+
+def load_model(model_dir: str | Path, device: str = "cpu", dtype: str | torch.dtype | None = None):
+    """Load a materialised model folder: returns ``(model, tokenizer, info)`` with the model in eval mode.
+
+    `dtype` (a name or a torch dtype; e.g. :func:`introspect.models.precision.resolve_dtype` of compute.dtype)
+    is the precision the weights are loaded in; None keeps the folder's own (the registry's dtype)."""
     import transformers
 
     info = ModelInfo.read(model_dir)
-    torch_dtype = DTYPES[dtype or info.dtype]
+    torch_dtype = dtype if isinstance(dtype, torch.dtype) else DTYPES[dtype or info.dtype]
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     return model, tokenizer, info
@@ -44,3 +51,14 @@ def resolve_device(device: str, rule: str | None = None, gpus: str | None = None
                 f"(cuda:0..cuda:{torch.cuda.device_count() - 1}); set compute.device to 'cuda' (the first visible "
                 f"GPU) or raise {request}")
     return device
+
+
+def load_stage_model(model_dir: str | Path, device: str, dtype: str = "auto", rule: str | None = None,
+                     gpus: str | None = None):
+    """A stage's model on the stage's device in the stage's precision (compute.device, compute.dtype):
+    ``(model, tokenizer, info, device)``; logs both, so every job log says how it computed."""
+    device = resolve_device(device, rule=rule, gpus=gpus)
+    torch_dtype = resolve_dtype(dtype, device)
+    model, tokenizer, info = load_model(model_dir, device=device, dtype=torch_dtype)
+    log.info("%s loaded on %s in %s (compute.dtype %s)", model_dir, device, dtype_name(torch_dtype), dtype)
+    return model, tokenizer, info, device

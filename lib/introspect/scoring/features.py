@@ -23,13 +23,14 @@ def simulator_scores(items: pl.DataFrame, candidates: Sequence[Sequence[str]], w
     if hasattr(simulator, "prepare"):  # embed every window the items use in large batches, once
         needed = sorted({int(w) for ids in items["windows"].to_list() for w in ids})
         simulator.prepare([windows["tokens"][w].to_list() for w in needed])
-    out = []
+    calls = []
     for texts, window_ids, acts in zip(candidates, items["windows"].to_list(), items["activations"].to_list()):
         ex = to_exemplars(window_ids, acts, windows)
         _, check = halves(n_top, len(ex))
-        scores = simulator.score_many([t or "" for t in texts], [ex[i] for i in check])
-        out.append(max(0.0 if math.isnan(float(v)) else abs(float(v)) for v in scores))
-    return out
+        calls.append(([t or "" for t in texts], [ex[i] for i in check]))
+    # every item's calls at once: a remote simulator keeps `concurrency` requests in flight across items
+    return [max(0.0 if math.isnan(float(v)) else abs(float(v)) for v in scores)
+            for scores in simulator.score_calls(calls)]
 
 
 def candidate_texts(items: pl.DataFrame, predictions: pl.DataFrame, source: str = "predictions") -> list[list[str]]:

@@ -114,6 +114,11 @@ class Simulator(abc.ABC):
         """Score of each description on the same exemplars (backends may do this faster than one by one)."""
         return np.array([self.score(d, exemplars) for d in descriptions], dtype=np.float64)
 
+    def score_calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]) -> list["np.ndarray"]:
+        """:meth:`score_many` of each (descriptions, exemplars) call; a remote backend sends the requests of all
+        the calls as one concurrent batch, so that `concurrency` is reached even when each call is small."""
+        return [self.score_many(d, e) for d, e in calls]
+
 
 def score_valid(predicted: Sequence[Sequence[float] | None], exemplars: Sequence[Exemplar]) -> float:
     """:func:`simulation_score` over the exemplars whose prediction is not None (nan if none is)."""
@@ -194,28 +199,35 @@ class OpenAISimulator(Simulator):
                 "temperature": self.temperature}
 
     def predict(self, description: str, exemplars: Sequence[Exemplar]) -> list[list[float] | None]:
-        return self._predict_all([description], exemplars)[0]
+        return self._predict_calls([([description], exemplars)])[0][0]
 
     def score_many(self, descriptions: Sequence[str], exemplars: Sequence[Exemplar]) -> np.ndarray:
         """Score of each description on the same exemplars: every (description, exemplar) request of the call
         in one concurrent batch; the same scores as :meth:`score` one description at a time."""
-        predictions = self._predict_all(descriptions, exemplars)
-        return np.array([score_valid(p, exemplars) for p in predictions], dtype=np.float64)
+        return self.score_calls([(descriptions, exemplars)])[0]
 
-    def _predict_all(self, descriptions: Sequence[str],
-                     exemplars: Sequence[Exemplar]) -> list[list[list[float] | None]]:
-        """Per description, per exemplar, the parsed prediction (None if invalid), from one batch of replies."""
-        pairs = [(d, i) for d in descriptions for i in range(len(exemplars))]
-        replies = self.client.replies([self.request(d, exemplars[i]) for d, i in pairs])
-        out: list[list[list[float] | None]] = [[] for _ in descriptions]
-        for n, ((description, i), (body, path)) in enumerate(zip(pairs, replies)):
+    def score_calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]) -> list[np.ndarray]:
+        """:meth:`score_many` of every call, all their requests in one concurrent batch (same scores)."""
+        predictions = self._predict_calls(calls)
+        return [np.array([score_valid(p, exemplars) for p in per_description], dtype=np.float64)
+                for per_description, (_, exemplars) in zip(predictions, calls)]
+
+    def _predict_calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]
+                       ) -> list[list[list[list[float] | None]]]:
+        """Per call, per description, per exemplar, the parsed prediction (None if invalid), from one batch."""
+        keys = [(c, d, i) for c, (descriptions, exemplars) in enumerate(calls)
+                for d in range(len(descriptions)) for i in range(len(exemplars))]
+        replies = self.client.replies([self.request(calls[c][0][d], calls[c][1][i]) for c, d, i in keys])
+        out = [[[] for _ in descriptions] for descriptions, _ in calls]
+        for (c, d, i), (body, path) in zip(keys, replies):
+            exemplars = calls[c][1]
             values = parse_reply(completion_content(body), len(exemplars[i].tokens))
             if values is None:  # counted and logged in input order, as one request at a time would
                 with self._lock:
                     self.invalid_replies += 1
                 log.warning("invalid simulator reply for exemplar %d of %r (reply stored in %s)",
-                            i, description, path)
-            out[n // len(exemplars)].append(values)
+                            i, calls[c][0][d], path)
+            out[c][d].append(values)
         return out
 
 
@@ -369,6 +381,14 @@ class FinetunedSimulator(Simulator):
                     picked = logits[row, encoded[i][1]][:, value_ids].float().cpu()
                     out[i] = (picked.softmax(-1) @ values).tolist()
         return out
+
+
+def simulator_device(settings: dict, device: str, rule: str | None = None) -> str:
+    """Where a simulator backend computes: the fine-tuned model on compute.device; MiniLM and remote servers on
+    the CPU (their jobs ask the scheduler for no GPU, so a cuda setting must not be resolved for them)."""
+    from introspect.models.loading import resolve_device
+
+    return resolve_device(device, rule=rule, gpus="features") if settings.get("backend") == "finetuned" else "cpu"
 
 
 def simulator_from_config(settings: dict, cache_dir: str, device: str = "cpu"):
