@@ -127,7 +127,8 @@ def stage_activations(models, tokenizer, args, cfg, table, flops, out):
         rel = float((h16 - h32).norm() / h32.norm())
         cos = torch.nn.functional.cosine_similarity(h16, h32, dim=1)
         acc = (f"rel. error {rel:.4f}; cosine median {cos.median():.5f}, min {cos.min():.4f}")
-        table.add(f"1. activation cache, layer {layer}", f"{tokens.height} tokens, {n_seq} seqs x <= 128, batch {batch}",
+        table.add(f"1. activation cache, layer {layer}",
+                  f"{tokens.height} tokens, {n_seq} seqs x <= 128, batch {batch}",
                   times["fp32"], times["bf16"], acc, "report", "")
         out[f"cache_layer{layer}"] = {"times": times, "rel_error": rel, "cos_median": float(cos.median()),
                                       "cos_min": float(cos.min()), "cos_p01": float(cos.quantile(0.01))}
@@ -149,7 +150,7 @@ def stage_activations(models, tokenizer, args, cfg, table, flops, out):
                f"{cross:.4f}; L0 {saes['fp32'][1]['l0']:.1f}/{saes['bf16'][1]['l0']:.1f}")
         table.add(f"2. TopK SAE, layer {layer}",
                   f"{saes['fp32'][1]['train_tokens']} train / {saes['fp32'][1]['eval_tokens']} eval tokens, "
-                  f"{sae_cfg['expansion']}x, k {sae_cfg['k']}, {sae_cfg['epochs']} epochs",
+                  f"{sae_cfg['expansion']}x, k {sae_cfg['k']}, {sae_cfg['epochs']} epochs (trainer fp32 on both sides)",
                   stimes["fp32"], stimes["bf16"], acc, "|diff| <= 0.01", "yes" if abs(diff) <= 0.01 else "NO")
         out[f"sae_layer{layer}"] = {"times": stimes, "fvu_fp32": f32, "fvu_bf16": f16, "fvu_fp32_sae_on_bf16": cross,
                                     "stats_fp32": saes["fp32"][1], "stats_bf16": saes["bf16"][1]}
@@ -263,7 +264,8 @@ def stage_patching(models, tokenizer, args, cfg, table, out):
                f"{pct(agree_union['patched_continuation'])} / {pct(agree_union['has_changed'])}); changed "
                f"{sum(c32['has_changed'])}/{sum(c16['has_changed'])}; patch-vector rel. error {vec_rel:.4f}")
         ok = min(agree_union["patched_continuation"], agree_union["has_changed"]) >= 0.99
-        label = "3. patching sweep (smollm2 settings)" if name == "bf16" else "3b. patching sweep, bf16, float32 LM head"
+        label = ("3. patching sweep (smollm2 settings)" if name == "bf16"
+                 else "3b. patching sweep, bf16, float32 LM head")
         table.add(label, f"{len(pairs)} pairs, {len(settings.chunks)} chunks, batch {settings.batch_size}",
                   times["fp32"], times[name], acc, ">= 99% agreement", "yes" if ok else "NO")
         rec = {"agreement_common": agree, "agreement_union": agree_union, "vector_rel_error": vec_rel,
@@ -274,7 +276,8 @@ def stage_patching(models, tokenizer, args, cfg, table, out):
         if differ:
             ids = sweep_prompt_ids(pairs, tokenizer, settings)
             picks = [i for k in differ for i in (2 * k, 2 * k + 1)]
-            logits = {n: torch.cat([l.cpu() for l in Patcher(models[n], tokenizer).last_logits([ids[i] for i in picks])])
+            logits = {n: torch.cat([l.cpu() for l in
+                                    Patcher(models[n], tokenizer).last_logits([ids[i] for i in picks])])
                       for n in ("fp32", name)}
             for j, k in enumerate(differ):
                 rec["pair_keep_differs"].append({
@@ -284,7 +287,8 @@ def stage_patching(models, tokenizer, args, cfg, table, out):
                     "x' fp32": top2(logits["fp32"][2 * j + 1], tokenizer),
                     f"x' {name}": top2(logits[name][2 * j + 1], tokenizer)})
         # which interventions disagree, and are they near-ties? re-run them (and a reference sample) for logits
-        bad = [k for k in common if c32["patched_continuation"][keyed["fp32"][k]] != c16["patched_continuation"][keyed[name][k]]]
+        bad = [k for k in common
+               if c32["patched_continuation"][keyed["fp32"][k]] != c16["patched_continuation"][keyed[name][k]]]
         if bad:
             rng = np.random.default_rng(0)
             bad_set = set(bad)
@@ -313,7 +317,8 @@ def stage_patching(models, tokenizer, args, cfg, table, out):
                 g = gap(ref32)
                 rec["reference"] = {
                     "n": len(ref), "top2_gap_fp32_median": round(float(g.median()), 3),
-                    "top2_gap_fp32_p10": round(float(g.quantile(0.1)), 3), "top2_gap_fp32_min": round(float(g.min()), 3),
+                    "top2_gap_fp32_p10": round(float(g.quantile(0.1)), 3),
+                    "top2_gap_fp32_min": round(float(g.min()), 3),
                     "top1_logit_abs_diff_median": round(float((ref16 - ref32).gather(1, ref32.argmax(1, keepdim=True))
                                                               .abs().median()), 4),
                     "top1_logit_abs_diff_max": round(float((ref16 - ref32).gather(1, ref32.argmax(1, keepdim=True))
@@ -335,7 +340,8 @@ def stage_hints(models, tokenizer, args, cfg, table, out):
     target = hc["targets"]["smollm2-135m"]
     settings = HintSettings(hint_format=target["hint_format"], chat=target.get("chat", True),
                             batch_size=hc["batch_size"], seed=cfg["seed"])
-    sides = {name: (lambda m=m: run_hints(questions, m, tokenizer, settings, progress=False)) for name, m in models.items()}
+    sides = {name: (lambda m=m: run_hints(questions, m, tokenizer, settings, progress=False))
+             for name, m in models.items()}
     times, runs = alternate(sides, args.hint_repeats, "hint runs")
     r32 = runs["fp32"]
     record = {"times": times}
@@ -364,7 +370,8 @@ def stage_hints(models, tokenizer, args, cfg, table, out):
             ids = [tokenizer(t, add_special_tokens=not settings.chat).input_ids for t in texts]
             per = {}
             for n in ("fp32", name):
-                logits = torch.cat([l.cpu() for l in Patcher(models[n], tokenizer).last_logits(ids, settings.batch_size)])
+                patcher = Patcher(models[n], tokenizer)
+                logits = torch.cat([l.cpu() for l in patcher.last_logits(ids, settings.batch_size)])
                 per[n] = torch.stack([logits[:, v].max(dim=1).values for v in letter_ids.values()], dim=1)
             for j, (i, h) in enumerate(bad):
                 col = "answer_hinted" if h else "answer_plain"
@@ -405,6 +412,7 @@ def stage_training(args, cfg, table, flops, out):
     contexts = {"fp32": lambda: autocast(torch.float32, "cpu"), "bf16": lambda: autocast(torch.bfloat16, "cpu")}
     times = {n: [] for n in explainers}
     losses = {n: [] for n in explainers}
+    grads = {}
     for step in range(args.train_steps + 1):  # step 0 warms up (not timed); every step also updates the weights
         for name, explainer in explainers.items():
             optimisers[name].zero_grad(set_to_none=True)
@@ -413,6 +421,8 @@ def stage_training(args, cfg, table, flops, out):
                 loss = explainer(batch)
             loss.backward()
             seconds = time.perf_counter() - started
+            if step == 0:  # the first gradient, at identical weights: how close is autocast's?
+                grads[name] = torch.cat([p.grad.flatten() for p in explainer.parameters() if p.grad is not None])
             optimisers[name].step()
             losses[name].append(float(loss))
             if step:
@@ -425,14 +435,21 @@ def stage_training(args, cfg, table, flops, out):
         flops[f"forward+backward, explainer ({name})"] = (6 * n_params * tokens, statistics.median(times[name]), name)
     with torch.no_grad():  # the weights each side ended with, both evaluated in float32
         final = {n: float(e(batch)) for n, e in explainers.items()}
+    g32, g16 = grads["fp32"], grads["bf16"]
+    grad_cos = float(torch.nn.functional.cosine_similarity(g32.double(), g16.double(), dim=0))  # float32 sums drift
+    grad_rel = float((g16.double() - g32.double()).norm() / g32.double().norm())
+    sign = float((torch.sign(g32) == torch.sign(g16)).float().mean())
+    del grads, g32, g16
     diffs = [abs(a - b) for a, b in zip(losses["fp32"], losses["bf16"])]
     acc = (f"loss step 1 (same weights) {losses['fp32'][0]:.4f} vs {losses['bf16'][0]:.4f}; steps 1-"
            f"{len(losses['fp32'])}: {' '.join(f'{a:.3f}/{b:.3f}' for a, b in zip(losses['fp32'], losses['bf16']))} "
            f"(max abs diff {max(diffs):.4f}); final weights in fp32: {final['fp32']:.4f} vs {final['bf16']:.4f}; "
-           f"same init {same}")
+           f"step-1 gradient: cosine {grad_cos:.4f}, rel. error {grad_rel:.4f}, same sign {pct(sign)} (AdamW's first "
+           f"update is ~lr x sign(g)); same init {same}")
     table.add("5. explainer step fwd+bwd (autocast)", f"batch {args.train_batch} x {width} tokens, full, frozen emb.",
               times["fp32"], times["bf16"], acc, "report", "")
-    out["training"] = {"times": times, "losses": losses, "final_loss_fp32_eval": final, "tokens": tokens,
+    out["training"] = {"times": times, "losses": losses, "final_loss_fp32_eval": final, "grad_cosine": grad_cos,
+                       "grad_rel_error": grad_rel, "grad_sign_agreement": sign, "tokens": tokens,
                        "width": width, "same_init": same}
     del explainers, optimisers
 
