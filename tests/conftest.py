@@ -107,3 +107,11 @@ def synthetic_sweep(n_pairs=40, seed=0):
         "layers": [[r[3]] for r in rows], "original_continuation": ["a"] * n, "patched_continuation": ["b"] * n,
         "has_changed": [r[4] for r in rows],
     }).with_columns(pl.Series("vector", torch.randn(n, 8).numpy(), dtype=pl.Array(pl.Float32, 8)))
+
+
+@pytest.fixture
+def server():
+    """A local OpenAI-compatible stub server (tests/openai_stub.py), shut down after the test."""
+    from openai_stub import running_stub
+
+    yield from running_stub()

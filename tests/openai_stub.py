@@ -107,3 +107,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                    "message": {"role": "assistant", "content": content}}],
                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
         self._send(200, json.dumps(completion).encode())
+
+
+def running_stub():
+    """A StubServer answering on 127.0.0.1 from a daemon thread until the generator is closed (fixtures)."""
+    srv = StubServer()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -6,20 +6,10 @@ import json
 import threading
 
 import pytest
-from openai_stub import StubServer
 
 from introspect.clients.openai_compatible import CachedChatClient, ClientError, request_key
 
 KEY = "sk-client-test-0123456789"
-
-
-@pytest.fixture
-def server():
-    srv = StubServer()
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def client(server, tmp_path, monkeypatch, **kw) -> CachedChatClient:

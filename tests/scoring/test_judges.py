@@ -47,44 +47,21 @@ def test_embedding_judge_rates_its_calibration_extremes():
     assert all(s in (0.0, 0.25, 0.5, 0.75, 1.0) for s in judge.scores(["numbers"], ["names of countries"]))
 
 
-def test_openai_judge_caches_and_counts_invalid_replies(tmp_path, monkeypatch):
-    import threading
-
-    from openai_stub import StubServer
-
-    server = StubServer()
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        monkeypatch.setenv("JUDGE_KEY", "sk-test")
-        judge = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY")
-        server.script = [429, "prose"]
-        assert judge.scores(["cats"], ["felines"]) == [None]  # the stub's prose reply holds no rating
-        assert judge.invalid_replies == 1 and judge.http_requests == 2
-        sent = server.requests[-1]["body"]
-        assert sent["temperature"] == 0.0 and sent["messages"][0]["content"].endswith("Predicted: cats\nExpected: felines\n")
-        again = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY")
-        assert again.scores(["cats"], ["felines"]) == [None] and again.http_requests == 0
-        assert not any("sk-test" in p.read_text() for p in Path(tmp_path).glob("*.json"))
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_openai_judge_caches_and_counts_invalid_replies(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("JUDGE_KEY", "sk-test")
+    judge = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY")
+    server.script = [429, "prose"]
+    assert judge.scores(["cats"], ["felines"]) == [None]  # the stub's prose reply holds no rating
+    assert judge.invalid_replies == 1 and judge.http_requests == 2
+    sent = server.requests[-1]["body"]
+    assert sent["temperature"] == 0.0 and sent["messages"][0]["content"].endswith("Predicted: cats\nExpected: felines\n")
+    again = OpenAIJudge("judge-model", cache_dir=tmp_path, base_url=server.url, api_key_env="JUDGE_KEY")
+    assert again.scores(["cats"], ["felines"]) == [None] and again.http_requests == 0
+    assert not any("sk-test" in p.read_text() for p in Path(tmp_path).glob("*.json"))
 
 
 # --------------------------------------------------------------------------------------------------
 # concurrent judging
-
-
-@pytest.fixture
-def server():
-    import threading
-
-    from openai_stub import StubServer
-
-    srv = StubServer()
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 JUDGE_KEY = "sk-judge-secret-0123456789"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 
 import pytest
-from openai_stub import TOKEN_LINE, StubServer
+from openai_stub import TOKEN_LINE
 
 from introspect.scoring.simulators import (
     Exemplar,
@@ -20,16 +19,6 @@ from introspect.scoring.simulators import (
 
 KEY = "sk-test-secret-0123456789"
 MODEL = "stub-simulator"
-
-
-@pytest.fixture
-def server():
-    srv = StubServer()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.fixture

@@ -192,10 +192,9 @@ def cache_layer(model, tokenizer, tokens: pl.DataFrame, layer: int, batch_size: 
     layer's cache once, in float16, and one batch in float32."""
     prefix = bos_prefix(tokenizer)
     seqs = sequences(tokens, prefix)
-    n_content = sum(len(s) - len(prefix) for s in seqs)
-    if n_content != tokens.height:
-        raise ActivationError(f"the tokens table's {tokens.height} rows give {n_content} sequence tokens")
     starts = np.concatenate([[0], np.cumsum([len(s) - len(prefix) for s in seqs])])
+    if starts[-1] != tokens.height:
+        raise ActivationError(f"the tokens table's {tokens.height} rows give {starts[-1]} sequence tokens")
     started = time.perf_counter()
     content = None
     for index, hidden in iter_layer_outputs(model, seqs, [layer], batch_size, pad_id(tokenizer), progress,

@@ -54,8 +54,8 @@ class LayerFiles:
 
 
 def _layer_split(files: LayerFiles, n_test: int, seed: int) -> tuple[int, pl.DataFrame, list[int], int]:
-    """(layer, train keys in the SAE file's order, sorted test features, vector width) of one layer: read from
-    the tables' key columns only, no vectors."""
+    """(layer, train keys in the SAE file's order, sorted test features, vector width) of one layer, the test
+    features drawn with seed + layer: read from the tables' key columns only, no vectors."""
     labels = read_columns(files.labels, "feature_labels", ["layer", "feature", "label", "score"])
     keys = read_columns(files.features, "feature_vectors", ["layer", "feature"])
     width = read_schema(files.features)["vector"].size
@@ -68,7 +68,7 @@ def _layer_split(files: LayerFiles, n_test: int, seed: int) -> tuple[int, pl.Dat
     if len(scorable) <= n_test:
         raise FeaturesError(f"layer {layer}: {len(scorable)} labelled features with exemplars cannot hold out "
                             f"{n_test}; lower features.split.n_test")
-    test = sorted(random.Random(seed).sample(scorable, n_test))
+    test = sorted(random.Random(seed + layer).sample(scorable, n_test))
     train = joined.filter(~pl.col("feature").is_in(test)).select("layer", "feature", "label", "score")
     return layer, train, test, width
 
@@ -98,7 +98,7 @@ def split_feature_files(files: Sequence[LayerFiles], n_test: int, seed: int, vec
     feature) and one row group of vectors, never all N vectors. Test features are drawn among those with exemplars (they are scored by the simulator); a
     labelled feature without exemplars (possible with Neuronpedia labels) can still train.
     """
-    plans = [_layer_split(f, n_test, seed + _first_layer(f)) for f in files]
+    plans = [_layer_split(f, n_test, seed) for f in files]
     widths = {plan[3] for plan in plans}
     if len(widths) != 1:
         raise FeaturesError(f"the layers' SAE vectors have different sizes {sorted(widths)}")
