@@ -105,9 +105,10 @@ def deepspeed_config_text(train):
     return (Path(workflow.basedir) / path).read_text() if path else None
 
 
-def compute_dtype():
-    """compute.dtype (auto | float32 | bfloat16; auto when not set): the precision of every model computation."""
-    return config["compute"].get("dtype", "auto")
+def compute_dtype(rule):
+    """The precision of `rule`'s model computations (auto | float32 | bfloat16): compute.stage_dtype.<stage>
+    where set for the rule's stage (the stages of compute.gpus), else compute.dtype (auto when not set)."""
+    return SIZER.dtype_of(rule)
 
 
 def memory_budget_mb():
@@ -184,6 +185,14 @@ def feature_setting(target, key):
 def similarity_pairs():
     """(target, explainer) pairs of Table 5."""
     return [(t, e) for t in feature_targets() for e in config["features"]["similarity"]["explainers"]]
+
+
+def similarity_projection_input(target, explainer):
+    """{"projection": the pre-trained (depth) Pi_l file} when the explainer's hidden size differs from the
+    target's (Table 5 compares through it, as the paper's Llama-3.1-70B row), else {}."""
+    if MODELS[target].hidden_size == MODELS[explainer].hidden_size:
+        return {}
+    return {"projection": f"results/{target}/features/projections/depth/{explainer}.safetensors"}
 
 
 def feature_explain():

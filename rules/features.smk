@@ -70,7 +70,7 @@ rule features_activations:
         code=library_code("features_activations"),
         batch_size=config["features"]["activations"]["batch_size"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_activations"),
     log:
         "logs/features_activations/{target}/layer{layer}.log",
     benchmark:
@@ -247,7 +247,7 @@ rule features_eval_dact:
         exemplars=config["features"]["exemplars"],
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_eval_dact"),
     log:
         "logs/features_eval_dact/{target}.log",
     benchmark:
@@ -261,9 +261,47 @@ rule features_eval_dact:
         "../workflow_scripts/features_eval_dact.py"
 
 
-rule features_similarity:
-    """Activation similarity of one explainer model to the target (appendix B.2)."""
+rule features_projection:
+    """Pi_l per target layer fitted by least squares on aligned corpus activations (pre-trained projection):
+    onto the explainer layer at the same relative depth (align: depth, the paper's) or onto the explainer's
+    input embedding, where the continuous token is written (align: input)."""
     input:
+        explainer=lambda wc: model_dir(wc.explainer),
+        activations=lambda wc: expand("results/{{target}}/features/activations/layer{layer}.safetensors",
+                                      layer=feature_layers(wc.target)),
+        tokens="results/{target}/features/tokens.parquet",
+    output:
+        weights="results/{target}/features/projections/{align}/{explainer}.safetensors",
+        stats="results/{target}/features/projections/{align}/{explainer}.json",
+    wildcard_constraints:
+        align="depth|input",
+    params:
+        code=library_code("features_projection"),
+        layers=lambda wc: feature_layers(wc.target),
+        n_target_layers=lambda wc: MODELS[wc.target].n_layers,
+        n_sequences=200,
+        align=lambda wc: wc.align,
+        device=config["compute"]["device"],
+        dtype=compute_dtype("features_projection"),
+    log:
+        "logs/features_projection/{target}/{align}/{explainer}.log",
+    benchmark:
+        "benchmarks/features_projection/{target}/{align}/{explainer}.tsv"
+    threads: sized_threads("features_projection")
+    resources:
+        **sized("features_projection", models=lambda wc: [wc.explainer]),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/features_projection.py"
+
+
+rule features_similarity:
+    """Activation similarity of one explainer model to the target (appendix B.2, Table 5): directly when the
+    hidden sizes match, else through the pre-trained projection (target layer -> the explainer's layer at the
+    same relative depth), fitted on other sequences than the ones measured."""
+    input:
+        unpack(lambda wc: similarity_projection_input(wc.target, wc.explainer)),
         explainer=lambda wc: model_dir(wc.explainer),
         activations=lambda wc: expand("results/{{target}}/features/activations/layer{layer}.safetensors",
                                       layer=feature_layers(wc.target)),
@@ -271,16 +309,21 @@ rule features_similarity:
         tokens="results/{target}/features/tokens.parquet",
     output:
         "results/{target}/features/similarity/{explainer}.json",
+    wildcard_constraints:
+        explainer="[^/]+",
     params:
         code=library_code("features_similarity"),
         layers=lambda wc: feature_layers(wc.target),
         n_target_layers=lambda wc: MODELS[wc.target].n_layers,
-        same_model=lambda wc: wc.target == wc.explainer,
+        explainer=lambda wc: wc.explainer,
+        run=None,
+        align="depth",
+        projection_name=lambda wc: "pre-trained" if similarity_projection_input(wc.target, wc.explainer)
+        else "none",
         similarity=config["features"]["similarity"],
         width=config["features"]["exemplars"]["width"],
-        seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_similarity"),
     log:
         "logs/features_similarity/{target}/{explainer}.log",
     benchmark:

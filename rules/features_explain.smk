@@ -5,46 +5,12 @@
 
 wildcard_constraints:
     run="|".join(re.escape(r) for r in feature_runs()),
-    align="depth|input",
 
 
 # Tables and figures take seconds: they run in the main process, never as cluster jobs.
 localrules:
     table1,
     figure6,
-
-
-rule features_projection:
-    """Pi_l per target layer fitted by least squares on aligned corpus activations (pre-trained projection):
-    onto the explainer layer at the same relative depth (align: depth, the paper's) or onto the explainer's
-    input embedding, where the continuous token is written (align: input)."""
-    input:
-        explainer=lambda wc: model_dir(wc.explainer),
-        activations=lambda wc: expand("results/{{target}}/features/activations/layer{layer}.safetensors",
-                                      layer=feature_layers(wc.target)),
-        tokens="results/{target}/features/tokens.parquet",
-    output:
-        weights="results/{target}/features/projections/{align}/{explainer}.safetensors",
-        stats="results/{target}/features/projections/{align}/{explainer}.json",
-    params:
-        code=library_code("features_projection"),
-        layers=lambda wc: feature_layers(wc.target),
-        n_target_layers=lambda wc: MODELS[wc.target].n_layers,
-        n_sequences=200,
-        align=lambda wc: wc.align,
-        device=config["compute"]["device"],
-        dtype=compute_dtype(),
-    log:
-        "logs/features_projection/{target}/{align}/{explainer}.log",
-    benchmark:
-        "benchmarks/features_projection/{target}/{align}/{explainer}.tsv"
-    threads: sized_threads("features_projection")
-    resources:
-        **sized("features_projection", models=lambda wc: [wc.explainer]),
-    conda:
-        "../envs/introspect.yaml"
-    script:
-        "../workflow_scripts/features_projection.py"
 
 
 rule features_train:
@@ -65,7 +31,7 @@ rule features_train:
         seed=lambda wc: feature_run(wc.run).get("seed", config["seed"]),
         sample_seed=config["seed"],  # a scaling point's features: the same as the NN baselines' at that n
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_train"),
     log:
         "logs/features_train/{target}/{run}.log",
     benchmark:
@@ -96,7 +62,7 @@ rule features_predict:
         chat=lambda wc: feature_chat(wc.run),
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_predict"),
     log:
         "logs/features_predict/{target}/{run}.log",
     benchmark:
@@ -111,18 +77,26 @@ rule features_predict:
 
 
 rule features_baseline:
-    """Nearest-neighbour (all layers / same layer) descriptions of the three eval sets."""
+    """Nearest-neighbour (all layers / same layer) descriptions of the three eval sets. The bank searched is
+    what the explainers train on: the seeded max_train sample of features.explain.train (fit_explainer's function
+    and the top-level seed; Table 4 shares that section), at a scaling point its per-layer sample; bank.json says
+    its size (the tables' n_train)."""
     input:
         evalsets=expand("results/{{target}}/features/eval/{evalset}.parquet", evalset=["sae", "act", "dact"]),
         train="results/{target}/features/train.parquet",
         vectors="results/{target}/features/train_vectors.safetensors",
     output:
-        [f"results/{{target}}/features/predictions/{{baseline}}/{e}.parquet" for e in ("sae", "act", "dact")],
+        predictions=[f"results/{{target}}/features/predictions/{{baseline}}/{e}.parquet"
+                     for e in ("sae", "act", "dact")],
+        bank="results/{target}/features/predictions/{baseline}/bank.json",
     wildcard_constraints:
         baseline="(nn_all|nn_layer)(@n[0-9]+)?",
     params:
         code=library_code("features_baseline"),
         n_per_layer=lambda wc: split_scaled(wc.baseline)[1],
+        # the explainers' sample: features.explain.train.max_train (a scaling point: its per-layer sample instead)
+        max_train=lambda wc: None if split_scaled(wc.baseline)[1] else config["features"]["explain"]["train"].get(
+            "max_train"),
         seed=config["seed"],
         budget_mb=memory_budget_mb(),
     log:
@@ -143,7 +117,7 @@ rule features_gold:
     input:
         evalsets=["results/{target}/features/eval/sae.parquet"],
     output:
-        ["results/{target}/features/predictions/gold/sae.parquet"],
+        predictions=["results/{target}/features/predictions/gold/sae.parquet"],
     params:
         code=library_code("features_baseline"),
     log:
@@ -158,26 +132,45 @@ rule features_gold:
         "../workflow_scripts/features_baseline.py"
 
 
+# SelfIE baselines: `selfie` runs with the table's target, `selfie-<model>` with another registry model of the
+# target's hidden size (the paper's Table 1: Llama-3.1-8B and Llama-3.1-8B-Instruct reading Llama-3.1-8B's
+# vectors). Checked here, before any job: a wrong model name or hidden size stops the run at start-up.
+from introspect.names import is_selfie, selfie_interpreter
+
+for _name, _table in feature_tables().items():
+    for _method in _table.get("baselines", []):
+        if is_selfie(_method):
+            try:
+                selfie_interpreter(_method, _table["target"], MODELS)
+            except ValueError as err:
+                _key = "features.explain" + (".table4" if _name == "table4" else "") + ".baselines"
+                raise WorkflowError(f"invalid configuration:\n  - {_key}: {err}") from None
+
+
 rule features_selfie:
-    """SelfIE: the untrained target reads unit-norm v x each scale at its embedding layer (appendix F.1)."""
+    """SelfIE: an untrained model (the target, or the one the method names) reads unit-norm v x each scale at
+    its embedding layer (appendix F.1)."""
     input:
         evalsets=expand("results/{{target}}/features/eval/{evalset}.parquet", evalset=["sae", "act", "dact"]),
-        model=lambda wc: model_dir(wc.target),
+        model=lambda wc: model_dir(selfie_interpreter(wc.selfie, wc.target)),
     output:
-        [f"results/{{target}}/features/predictions/selfie/{e}.parquet" for e in ("sae", "act", "dact")],
+        [f"results/{{target}}/features/predictions/{{selfie}}/{e}.parquet" for e in ("sae", "act", "dact")],
+    wildcard_constraints:
+        selfie="selfie(-(" + "|".join(map(re.escape, MODELS)) + "))?",
     params:
         code=library_code("features_selfie"),
         selfie=lambda wc: selfie_settings(),
-        chat=lambda wc: MODELS[wc.target].instruct,
+        interpreter=lambda wc: selfie_interpreter(wc.selfie, wc.target),
+        chat=lambda wc: MODELS[selfie_interpreter(wc.selfie, wc.target)].instruct,
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_selfie"),
     log:
-        "logs/features_selfie/{target}.log",
+        "logs/features_selfie/{target}/{selfie}.log",
     benchmark:
-        "benchmarks/features_selfie/{target}.tsv"
+        "benchmarks/features_selfie/{target}/{selfie}.tsv"
     threads: sized_threads("features_selfie")
     resources:
-        **sized("features_selfie", models=lambda wc: [wc.target]),
+        **sized("features_selfie", models=lambda wc: [selfie_interpreter(wc.selfie, wc.target)]),
     conda:
         "../envs/introspect.yaml"
     script:
@@ -203,7 +196,7 @@ rule features_score:
         n_top=config["features"]["exemplars"]["n_top"],
         cache_dir="resources/cache",
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("features_score"),
     log:
         "logs/features_score/{target}/{method}.log",
     benchmark:
@@ -218,9 +211,16 @@ rule features_score:
 
 
 rule table1:
-    """Explainers and baselines on held-out SAE (judge, simulator), ACT and dACT (simulator): the paper's Table 1."""
+    """Explainers and baselines on held-out SAE (judge, simulator), ACT and dACT (simulator): the paper's Table 1,
+    with each row's recipe, training features (n_train) and invalid judge / simulator replies."""
     input:
         **table_inputs("table1"),
+        # what the n_train and recipe columns read: each run's explainer.json, each NN baseline's bank.json
+        explainers=expand("results/{target}/features/explainers/{run}", target=feature_tables()["table1"]["target"],
+                          run=list(feature_tables()["table1"]["runs"])),
+        banks=expand("results/{target}/features/predictions/{baseline}/bank.json",
+                     target=feature_tables()["table1"]["target"],
+                     baseline=[b for b in table_methods("table1") if b in ("nn_all", "nn_layer")]),
     output:
         csv="results/table1.csv",
         md="results/table1.md",
@@ -234,7 +234,15 @@ rule table1:
         target=feature_tables()["table1"]["target"],
         judge=config["features"]["explain"]["judge"]["backend"],
         simulator=config["features"]["simulator"]["backend"],
+        correlation=config["features"]["simulator"].get("correlation", "concatenated"),
         selfie_scales=selfie_settings()["scales"],
+        runs=list(feature_tables()["table1"]["runs"]),
+        # the recipe column's inputs besides a checkpoint's settings: what a pre-trained Pi_l was fitted onto, and
+        # the explainer's hidden size
+        run_settings={name: {"align": run.get("align", "depth"),
+                             "explainer_hidden": MODELS[run["explainer"]].hidden_size}
+                      for name, run in feature_tables()["table1"]["runs"].items()},
+        banks=[b for b in table_methods("table1") if b in ("nn_all", "nn_layer")],
     log:
         "logs/table1.log",
     benchmark:
@@ -256,6 +264,12 @@ if "table4" in feature_tables():
         """A second target's features (paper appendix B.1): the SAE judge column, as the paper's Table 4."""
         input:
             **table_inputs("table4"),
+            explainers=expand("results/{target}/features/explainers/{run}",
+                              target=feature_tables()["table4"]["target"],
+                              run=list(feature_tables()["table4"]["runs"])),
+            banks=expand("results/{target}/features/predictions/{baseline}/bank.json",
+                         target=feature_tables()["table4"]["target"],
+                         baseline=[b for b in table_methods("table4") if b in ("nn_all", "nn_layer")]),
         output:
             csv="results/table4.csv",
             md="results/table4.md",
@@ -269,7 +283,13 @@ if "table4" in feature_tables():
             target=feature_tables()["table4"]["target"],
             judge=config["features"]["explain"]["judge"]["backend"],
             simulator=config["features"]["simulator"]["backend"],
+            correlation=config["features"]["simulator"].get("correlation", "concatenated"),
             selfie_scales=selfie_settings()["scales"],
+            runs=list(feature_tables()["table4"]["runs"]),
+            run_settings={name: {"align": run.get("align", "depth"),
+                                 "explainer_hidden": MODELS[run["explainer"]].hidden_size}
+                          for name, run in feature_tables()["table4"]["runs"].items()},
+            banks=[b for b in table_methods("table4") if b in ("nn_all", "nn_layer")],
         log:
             "logs/table4.log",
         benchmark:
@@ -282,19 +302,57 @@ if "table4" in feature_tables():
             "../workflow_scripts/table1_4.py"
 
 
+rule features_run_similarity:
+    """Activation similarity of one Table 1 run's explainer to the target through the run's own trained Pi_l
+    (identity without a projection), at the explainer layer Pi_l maps onto: Figure 6's x per run."""
+    input:
+        run="results/{target}/features/explainers/{run}",
+        explainer=lambda wc: model_dir(feature_run(wc.run)["explainer"]),
+        activations=lambda wc: expand("results/{{target}}/features/activations/layer{layer}.safetensors",
+                                      layer=feature_layers(wc.target)),
+        test="results/{target}/features/eval/sae.parquet",
+        tokens="results/{target}/features/tokens.parquet",
+    output:
+        "results/{target}/features/similarity/runs/{run}.json",
+    params:
+        code=library_code("features_similarity"),
+        layers=lambda wc: feature_layers(wc.target),
+        n_target_layers=lambda wc: MODELS[wc.target].n_layers,
+        explainer=lambda wc: feature_run(wc.run)["explainer"],
+        run=lambda wc: wc.run,
+        align=lambda wc: feature_run(wc.run).get("align", "depth"),
+        projection_name=lambda wc: "none" if feature_run_projection(wc.run) == "none" else
+        f"the run's trained Pi_l ({feature_run_projection(wc.run)} init)",
+        similarity=config["features"]["similarity"],
+        width=config["features"]["exemplars"]["width"],
+        device=config["compute"]["device"],
+        dtype=compute_dtype("features_run_similarity"),
+    log:
+        "logs/features_run_similarity/{target}/{run}.log",
+    benchmark:
+        "benchmarks/features_run_similarity/{target}/{run}.tsv"
+    threads: sized_threads("features_run_similarity")
+    resources:
+        **sized("features_run_similarity", models=lambda wc: [feature_run(wc.run)["explainer"]]),
+    conda:
+        "../envs/introspect.yaml"
+    script:
+        "../workflow_scripts/features_similarity.py"
+
+
 rule figure6:
-    """Figure 6: each Table 1 run's scores vs its explainer's activation similarity to the target (Table 5)."""
+    """Figure 6: each Table 1 run's scores vs the activation similarity to the target through its own Pi_l."""
     input:
         scores=[f"results/{feature_tables()['table1']['target']}/features/scores/{r}.parquet"
                 for r in feature_tables()["table1"]["runs"]],
-        table5="results/table5.csv",
+        similarities=[f"results/{feature_tables()['table1']['target']}/features/similarity/runs/{r}.json"
+                      for r in feature_tables()["table1"]["runs"]],
     output:
         png=report("results/figure6.png", caption="../report/figure6.rst", category="Feature descriptions"),
         csv="results/figure6.csv",
     params:
         code=library_code("figure6"),
         methods=list(feature_tables()["table1"]["runs"]),
-        explainers={r: feature_run(r)["explainer"] for r in feature_tables()["table1"]["runs"]},
         target=feature_tables()["table1"]["target"],
     log:
         "logs/figure6.log",

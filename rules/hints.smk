@@ -10,7 +10,8 @@ localrules:
 
 
 rule hints_questions:
-    """Collect the multiple-choice questions (builtin generator, MMLU files or the hub)."""
+    """Collect the multiple-choice questions (builtin generator, MMLU files or the hub): all, a pooled sample
+    (hints.questions.n) or the same number from every subject (hints.questions.per_subject)."""
     output:
         "results/hints/questions.parquet",
     params:
@@ -44,7 +45,7 @@ rule hints_run:
         batch_size=config["hints"]["batch_size"],
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("hints_run"),
     log:
         "logs/hints_run/{target}.log",
     benchmark:
@@ -81,7 +82,8 @@ rule hints_dataset:
 
 
 rule table7:
-    """Changed / unchanged counts per target and split (the paper's Table 7)."""
+    """Changed / unchanged counts per target and split (the paper's Table 7), and the switch rate to the hint
+    letter over the rows whose hint letter differs from the unhinted answer."""
     input:
         datasets=expand("results/hints/{target}/dataset.parquet", target=hint_targets()),
     output:

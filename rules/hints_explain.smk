@@ -20,7 +20,7 @@ rule hints_train:
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("hints_train"),
     wildcard_constraints:
         variant="trained",
     log:
@@ -52,7 +52,7 @@ rule hints_predict:
         chat=lambda wc: explainer_chat(wc.explainer),
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("hints_predict"),
     log:
         "logs/hints_predict/{target}/{explainer}/{variant}.log",
     benchmark:

@@ -47,7 +47,7 @@ rule patching_sweep:
         chunks=lambda wc: patching_chunks(wc.target),
         batch_size=config["patching"]["batch_size"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("patching_sweep"),
     log:
         "logs/patching_sweep/{target}.log",
     benchmark:
@@ -62,7 +62,7 @@ rule patching_sweep:
 
 
 rule patching_dataset:
-    """Split by pair into train/test and balance has-changed within each (token type, chunk) cell."""
+    """Split by original fact into train/test; cap each (token type, chunk) cell, balance has-changed per split."""
     input:
         "results/patching/{target}/sweep.parquet",
     output:

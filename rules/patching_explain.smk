@@ -24,7 +24,7 @@ rule patching_train:
         chat=lambda wc: MODELS[wc.explainer].instruct,
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("patching_train"),
     wildcard_constraints:
         variant="trained|no_activation|no_layer|no_token",
     log:
@@ -57,7 +57,7 @@ rule patching_predict:
         chat=lambda wc: MODELS[wc.explainer].instruct,
         seed=config["seed"],
         device=config["compute"]["device"],
-        dtype=compute_dtype(),
+        dtype=compute_dtype("patching_predict"),
     log:
         "logs/patching_predict/{target}/{explainer}/{variant}.log",
     benchmark:

@@ -16,10 +16,12 @@ class StubServer(http.server.ThreadingHTTPServer):
 
     `script` holds one action per request, consumed in order of arrival ("ok" once it is empty): "ok", an HTTP
     status (int), "slow" (sleeps past the client's timeout), "garbage" (200, not JSON), "prose" (a well-formed
-    completion whose content does not parse), "echo-key" (401 whose error message repeats the Authorization
-    header, as some servers do). `rules` maps a substring of the last message to the action of every request
-    holding it (checked before `script`, not consumed), so a test under concurrency can pick which request
-    fails. Every request sleeps `delay` seconds before answering; error answers carry ``Retry-After:
+    completion whose content does not parse), "verbose-rating" (a judge reply with more than the rating:
+    "Rating: 2 (on a scale from 1 to 5)"), "echo-key" (401 whose error message repeats the Authorization
+    header, as some servers do). A judge prompt (no token listing) is answered with the bare rating the A.2
+    prompt asks for: 5 when its predicted description mentions cats, else 2. `rules` maps a substring of the
+    last message to the action of every request holding it (checked before `script`, not consumed), so a test
+    under concurrency can pick which request fails. Every request sleeps `delay` seconds before answering; error answers carry ``Retry-After:
     retry_after`` when it is set. `in_flight` / `max_in_flight` count requests being answered at once;
     each entry of `requests` gets the arrival time and the status answered.
     """
@@ -99,9 +101,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         content = "\n".join(f"{i}\t{10 if 'cat' in t.lower() else 0}" for i, t in enumerate(tokens, 1))
         if action == "prose":
             content = "The feature is most active on the word cat."
+        elif action == "verbose-rating":
+            content = "Rating: 2 (on a scale from 1 to 5)"
         elif not tokens:  # a judge prompt: rate 5 when the predicted description mentions cats, else 2
             predicted = re.findall(r"^Predicted: (.*)$", request["messages"][-1]["content"], re.M)
-            content = f"Rating: {5 if predicted and 'cat' in predicted[-1].lower() else 2}"
+            content = str(5 if predicted and "cat" in predicted[-1].lower() else 2)
         completion = {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": request["model"],
                       "choices": [{"index": 0, "finish_reason": "stop",
                                    "message": {"role": "assistant", "content": content}}],

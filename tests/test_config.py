@@ -176,12 +176,15 @@ def test_feature_explain_config_errors_name_the_key():
     config = load()
     explain = config["features"]["explain"]
     explain["runs"]["gold"] = {"explainer": "tiny-smollm2"}
+    explain["runs"]["selfie-tiny-smollm2"] = {"explainer": "tiny-smollm2"}  # a SelfIE baseline's name and paths
     explain["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}
     explain["runs"]["ghost"] = {"explainer": "llama-9000"}
     explain["target"] = "smollm2-135m"
     problems = problems_of(config)
     assert "features.explain.target: 'smollm2-135m' is not one of features.targets" in problems
     assert "features.explain.runs.gold: the name is taken by a baseline or a scaling point; rename the run" in problems
+    assert ("features.explain.runs.selfie-tiny-smollm2: the name is taken by a baseline or a scaling point; rename "
+            "the run") in problems
     assert "features.explain.runs.ghost.explainer: 'llama-9000' is not a model in the registry" in problems
     config = load()
     config["features"]["explain"]["runs"]["other-none"] = {"explainer": "tiny-gemma3", "projection": "none"}

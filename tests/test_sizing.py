@@ -237,3 +237,19 @@ def test_disk_at_paper_scale_follows_the_data_sizes():
     assert rows["llama-3.1-8b: training vectors"] == pytest.approx(33.3e9, rel=0.01)  # ~4M x 4096 fp16
     weights = sum(ModelSize.of(PAPER["models"][m], m).weight_bytes() for m in PAPER["materialise"]["models"])
     assert rows["resources/models (materialised models)"] == weights
+
+
+def test_stage_dtype_overrides_compute_dtype_for_its_stages_rules_only():
+    sizer = Sizer({"compute": {"dtype": "bfloat16", "stage_dtype": {"patching": "float32", "hints": "float32"}}})
+    assert sizer.dtype_of("patching_sweep") == "float32" and sizer.dtype_of("hints_run") == "float32"
+    # prediction and training run in the stage train; the caches in features
+    for rule in ("patching_train", "patching_predict", "hints_predict", "features_activations", "features_train"):
+        assert sizer.dtype_of(rule) == "bfloat16", rule
+    assert Sizer({"compute": {}}).dtype_of("features_activations") == "auto"
+
+
+def test_the_default_config_sweeps_and_runs_hints_in_float32():
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    sizer = Sizer(config)
+    assert sizer.dtype_of("patching_sweep") == "float32" and sizer.dtype_of("hints_run") == "float32"
+    assert sizer.dtype_of("features_train") == config["compute"]["dtype"]

@@ -1,4 +1,5 @@
-"""Snakemake wrapper: SelfIE descriptions (every scale kept as a candidate) of the three eval sets."""
+"""Snakemake wrapper: SelfIE descriptions (every scale kept as a candidate) of the three eval sets, by the
+interpreting model the method names (the target for `selfie`, <model> for `selfie-<model>`)."""
 
 import torch
 
@@ -12,6 +13,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     lm, tokenizer, _, _ = load_stage_model(snakemake.input.model, params.device, params.dtype,  # noqa: F821
                                          rule=snakemake.rule, gpus="train")  # noqa: F821
+    log.info("SelfIE of %s's vectors read by %s (%s prompt)", snakemake.wildcards.target,  # noqa: F821
+             params.interpreter, "instruct" if params.chat else "base")
     for path, out in zip(snakemake.input.evalsets, snakemake.output):  # noqa: F821
         items = read_table(path, "feature_eval")
         vectors = torch.from_numpy(items["vector"].to_numpy().copy())

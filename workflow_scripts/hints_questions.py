@@ -11,4 +11,5 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     frame = questions_frame(questions)
     log.info("%d questions; correct letters %s", frame.height,
              dict(sorted(frame["answer"].value_counts().iter_rows())))
+    log.info("questions per subject: %s", dict(sorted(frame["subject"].value_counts().iter_rows())))
     write_table(frame, snakemake.output[0], "hints_questions")  # noqa: F821

@@ -13,7 +13,7 @@ import jsonschema
 import yaml
 
 from introspect.models.registry import ModelSpec
-from introspect.names import FEATURE_BASELINES, split_scaled
+from introspect.names import FEATURE_BASELINES, is_selfie, split_scaled
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
 
@@ -219,7 +219,7 @@ def _feature_table_problems(key: str, section: dict, features: dict, models: dic
     if target not in features["targets"]:
         problems.append(f"{key}.target: {target!r} is not one of features.targets")
     for name, run in section["runs"].items():
-        if name in FEATURE_BASELINES or split_scaled(name)[1] is not None:
+        if name in FEATURE_BASELINES or is_selfie(name) or split_scaled(name)[1] is not None:
             problems.append(f"{key}.runs.{name}: the name is taken by a baseline or a scaling point; rename the run")
         if run["explainer"] not in models:
             problems.append(f"{key}.runs.{name}.explainer: {run['explainer']!r} is not a model in the registry")

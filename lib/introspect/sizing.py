@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from introspect.explainers import memory
-from introspect.names import split_scaled
+from introspect.names import is_selfie, split_scaled
 
 GB = 1e9
 MB = 1e6
@@ -303,6 +303,7 @@ RULES: dict[str, Stage] = {
     "features_eval_act": Stage("data", None, True),
     "features_eval_dact": Stage("model", "features", True),
     "features_similarity": Stage("model", "features", True),
+    "features_run_similarity": Stage("model", "features", True),  # Figure 6: one run's Pi_l, as Table 5's job
     "features_projection": Stage("model", "features", True),
     "features_train": Stage("train", "train", True),
     "features_predict": Stage("model", "train", True),
@@ -365,6 +366,14 @@ class Sizer:
 
     def stage_gpus(self, stage: str | None) -> int:
         return int(self.compute.get("gpus", {}).get(stage, 0)) if stage else 0
+
+    def dtype_of(self, rule: str) -> str:
+        """compute.dtype of a rule's jobs: compute.stage_dtype.<its compute.gpus stage> where set, else
+        compute.dtype (auto when not set)."""
+        stage = RULES[rule].gpus
+        overrides = self.compute.get("stage_dtype") or {}
+        return str(overrides.get(stage, self.compute.get("dtype", "auto")) if stage else
+                   self.compute.get("dtype", "auto"))
 
     @property
     def features(self) -> Mapping[str, Any]:
@@ -837,7 +846,7 @@ def _features_selfie(s: Sizer, wc, models) -> Work:
 def _features_score(s: Sizer, wc, models) -> Work:
     target, method = wc["target"], wc["method"]
     evalsets = ["sae"] if method == "gold" else ["sae", "act", "dact"]
-    candidates = len(s.selfie()["scales"]) if split_scaled(method)[0] == "selfie" else 1
+    candidates = len(s.selfie()["scales"]) if is_selfie(split_scaled(method)[0]) else 1
     work = _simulator_work(s, models, s.n_eval_items(target, evalsets) * candidates)
     judge = s.features["explain"].get("judge", {})
     if judge.get("backend") == "openai":  # one request per held-out SAE item and candidate description
@@ -868,6 +877,7 @@ WORK: dict[str, Callable[[Sizer, dict, list], Work]] = {
     "features_eval_act": _features_eval_act,
     "features_eval_dact": _features_eval_dact,
     "features_similarity": _features_similarity,
+    "features_run_similarity": _features_similarity,
     "features_projection": _features_projection,
     "features_predict": _features_predict,
     "features_baseline": _features_baseline,

@@ -70,7 +70,8 @@ def lines(body: str) -> int:
 
 
 def cache_files(folder) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())} if folder.exists() else {}
+    """The cache files of `folder` (not the replies kept aside in its invalid/ folder)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()} if folder.exists() else {}
 
 
 def test_replies_keep_at_most_concurrency_requests_in_flight(server, tmp_path, monkeypatch):
@@ -188,3 +189,56 @@ def test_concurrent_writers_of_one_cache_leave_whole_files(server, tmp_path, mon
 def test_concurrency_must_be_a_positive_integer(tmp_path, concurrency):
     with pytest.raises(ValueError, match="concurrency must be an integer >= 1"):
         CachedChatClient("stub", cache_dir=tmp_path, concurrency=concurrency)
+
+
+@pytest.mark.parametrize("option,value,message", [("max_retries", -1, "max_retries must be an integer >= 0"),
+                                                  ("max_retries", 1.5, "max_retries must be an integer >= 0"),
+                                                  ("timeout", 0, "timeout must be a number of seconds > 0"),
+                                                  ("timeout", "30", "timeout must be a number of seconds > 0")])
+def test_retries_and_timeout_are_checked(tmp_path, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        CachedChatClient("stub", cache_dir=tmp_path, role="judge", **{option: value})
+
+
+# --------------------------------------------------------------------------------------------------
+# accepted replies only are cached (issue 19)
+
+
+def two_lines(index: int, body: str) -> bool:
+    """The caller's test in these tests: a reply is valid when it has two lines."""
+    return lines(body) == 2 if "choices" in body else False
+
+
+def test_a_rejected_reply_is_kept_aside_and_asked_again(server, tmp_path, monkeypatch):
+    requests = batch(3)  # replies of 1, 2 and 3 lines: only the second passes `two_lines`
+    c = client(server, tmp_path, monkeypatch, concurrency=2)
+    replies = c.replies(requests, accept=two_lines)
+    assert [path.parent.name for _, path in replies] == ["invalid", tmp_path.name, "invalid"]
+    assert set(cache_files(tmp_path)) == {f"{request_key(requests[1])}.json"}
+    assert {p.name for p in (tmp_path / "invalid").iterdir()} == {f"{request_key(requests[i])}.json" for i in (0, 2)}
+    again = client(server, tmp_path, monkeypatch, concurrency=2)
+    assert [body for body, _ in again.replies(requests, accept=two_lines)] == [body for body, _ in replies]
+    assert (again.http_requests, again.cache_hits, len(server.requests)) == (2, 1, 5)  # the rejected two, again
+    accepting = client(server, tmp_path, monkeypatch)  # a caller that accepts everything: now cached, aside removed
+    accepting.replies(requests)
+    assert accepting.http_requests == 2 and not list((tmp_path / "invalid").glob("*.json"))
+    assert client(server, tmp_path, monkeypatch).replies(requests) == [(body, tmp_path / f"{request_key(r)}.json")
+                                                                      for (body, _), r in zip(replies, requests)]
+
+
+def test_a_cached_reply_the_caller_rejects_is_asked_again(server, tmp_path, monkeypatch):
+    requests = batch(2)
+    client(server, tmp_path, monkeypatch).replies(requests)  # cached without a test, as an older version did
+    c = client(server, tmp_path, monkeypatch)
+    c.replies(requests, accept=lambda i, body: i == 1)  # the first reply is not valid any more
+    assert (c.http_requests, c.cache_hits) == (1, 1)
+    assert (tmp_path / "invalid" / f"{request_key(requests[0])}.json").exists()
+    assert (tmp_path / f"{request_key(requests[0])}.json").exists()  # the old file is left, but not trusted
+
+
+def test_identical_requests_share_one_rejected_reply(server, tmp_path, monkeypatch):
+    requests = batch(1) * 3
+    c = client(server, tmp_path, monkeypatch, concurrency=3)
+    asked = []
+    replies = c.replies(requests, accept=lambda i, body: asked.append(i) or False)
+    assert asked == [0] and c.http_requests == 1 and c.cache_hits == 2 and len({r for r in replies}) == 1

@@ -64,3 +64,52 @@ def test_per_layer_sample_caps_each_layer():
     sample = per_layer_sample(train, 2, seed=0)
     assert sample.group_by("layer").len().sort("layer").rows() == [(1, 2), (2, 2)]
     assert per_layer_sample(train, 2, seed=0).equals(sample) and per_layer_sample(train, None, 0).equals(train)
+
+
+class Captured(Exception):
+    """Raised by the stand-in for the example encoder: training stops once its rows are known."""
+
+    def __init__(self, rows):
+        super().__init__("captured")
+        self.rows = rows
+
+
+def rows_an_explainer_trains_on(monkeypatch, train, settings, seed):
+    """The rows train_feature_explainer (what features_train.py runs) encodes into training examples: the
+    model is not built and training stops before its first step."""
+    from types import SimpleNamespace
+
+    import introspect.explainers.features as features
+    import introspect.explainers.model as model
+
+    monkeypatch.setattr(model, "build_explainer", lambda *a, **k: SimpleNamespace(tokenizer=None))
+
+    def capture(df, *args, **kwargs):
+        raise Captured(df)
+
+    monkeypatch.setattr(features, "feature_examples", capture)
+    with pytest.raises(Captured) as got:
+        features.train_feature_explainer(train, "unused", "unused", target_hidden=2, projection="none", chat=False,
+                                         settings=settings, seed=seed)
+    return got.value.rows
+
+
+def test_nn_bank_is_the_sample_the_explainers_train_on(monkeypatch):
+    """Issue 18.1: the NN baselines search the explainers' training sample (max_train, the same seeded draw),
+    not the whole pool; a scaling point searches its per-layer sample, as its scaling run trains on it whole."""
+    from introspect.explainers.baselines import nn_bank, per_layer_sample
+
+    rng = np.random.default_rng(3)
+    pool = pl.DataFrame({"layer": rng.integers(0, 3, 60).tolist(), "row": list(range(60)),
+                         "label": [f"f{i}" for i in range(60)]})
+    train = {"tuning": "full", "lr": 1e-3, "epochs": 1, "batch_size": 4, "max_train": 25}  # the shared section
+    seed = 11
+    bank = nn_bank(pool, train["max_train"], None, seed)
+    assert bank.height == 25 < pool.height
+    assert bank.equals(rows_an_explainer_trains_on(monkeypatch, pool, train, seed))
+    assert not bank.equals(nn_bank(pool, 25, None, seed + 1))  # the seed matters: the same one is needed
+    # a scaling point: features_train.py samples per layer, the run's max_train is dropped (feature_run_train)
+    scaled = rows_an_explainer_trains_on(monkeypatch, per_layer_sample(pool, 4, seed),
+                                         {k: v for k, v in train.items() if k != "max_train"}, seed)
+    assert nn_bank(pool, train["max_train"], 4, seed).equals(scaled) and scaled.height == 12
+    assert nn_bank(pool, None, None, seed).equals(pool)  # max_train null: the whole pool, for both

@@ -69,3 +69,34 @@ def test_selfie_describes_every_vector_at_every_scale(tiny_lm):
     assert frame_.height == 10 and frame_["candidate"].unique(maintain_order=True).to_list() == ["1v", "50v"]
     with pytest.raises(ValueError, match="hidden size 64"):
         selfie_describe(lm, tokenizer, torch.zeros(2, 32), chat=False)
+
+
+def test_selfie_method_names_its_interpreting_model():
+    from introspect.names import is_selfie, selfie_interpreter, selfie_method
+
+    assert selfie_method() == "selfie" and selfie_method("llama-3.1-8b-instruct") == "selfie-llama-3.1-8b-instruct"
+    assert is_selfie("selfie") and is_selfie("selfie-llama-3.1-8b-instruct")
+    assert not any(is_selfie(m) for m in ("selfie-", "nn_all", "gold", "llama-3.1-8b", "selfies"))
+    assert selfie_interpreter("selfie", "llama-3.1-8b") == "llama-3.1-8b"  # the target itself, as before
+    assert selfie_interpreter("selfie-llama-3.1-8b-instruct", "llama-3.1-8b") == "llama-3.1-8b-instruct"
+    assert selfie_interpreter(selfie_method("m.v2-it"), "t") == "m.v2-it"
+    with pytest.raises(ValueError, match="'nn_all' is not a SelfIE method"):
+        selfie_interpreter("nn_all", "llama-3.1-8b")
+
+
+def test_selfie_interpreter_must_be_a_registry_model_of_the_targets_hidden_size():
+    from introspect.config import model_specs
+    from introspect.names import selfie_interpreter
+
+    models = model_specs({"models": {
+        "base": {"source": "random", "architecture": "llama", "tokenizer": "x", "n_layers": 2, "hidden_size": 64},
+        "base-it": {"source": "random", "architecture": "llama", "tokenizer": "x", "n_layers": 2, "hidden_size": 64,
+                    "instruct": True},
+        "other": {"source": "random", "architecture": "llama", "tokenizer": "x", "n_layers": 2, "hidden_size": 96},
+    }})
+    assert selfie_interpreter("selfie-base-it", "base", models) == "base-it" and models["base-it"].instruct
+    assert selfie_interpreter("selfie", "base", models) == "base"
+    with pytest.raises(ValueError, match=r"'other' has hidden size 96, but it must read 'base''s vectors of size 64"):
+        selfie_interpreter("selfie-other", "base", models)
+    with pytest.raises(ValueError, match=r"'nope' is not in the model registry .*one of base, base-it, other"):
+        selfie_interpreter("selfie-nope", "base", models)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 import torch
 import transformers
@@ -15,6 +16,8 @@ from introspect.groundtruth.hints import (
     letter_token_ids,
     read_letters,
     run_hints,
+    run_stats,
+    switch_counts,
     target_text,
     user_turn,
 )
@@ -118,3 +121,38 @@ def test_chat_prompts_switch_thinking_off(smollm2_tokenizer_dir):
     tok.chat_template = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>"
                          "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}")
     assert target_text(tok, "Question: q").endswith("<assistant><think></think>Answer:")
+
+
+def _runs(plain: str, hint: str, hinted: str) -> pl.DataFrame:
+    """Hint runs from three strings of letters (one character per question)."""
+    frame = pl.DataFrame({"answer": ["A"] * len(plain), "answer_plain": list(plain), "hint_letter": list(hint),
+                          "answer_hinted": list(hinted), "plain_top_is_letter": [True] * len(plain),
+                          "hinted_top_is_letter": [True] * len(plain)})
+    return frame.with_columns(
+        (pl.col("answer_plain") != pl.col("answer_hinted")).alias("has_changed"),
+        (pl.col("answer_plain") == pl.col("answer")).alias("plain_correct"),
+        (pl.col("answer_hinted") == pl.col("hint_letter")).alias("follows_hint"),
+    )
+
+
+def test_switch_rate_leaves_out_hints_equal_to_the_unhinted_answer():
+    # q0, q1: hint = unhinted answer (no switch possible); q2, q3 switch to the hint; q4 changes to another
+    # letter; q5 ignores the hint
+    runs = _runs(plain="AACCCC", hint="AABBBB", hinted="AABBDC")
+    assert switch_counts(runs) == (4, 2, 0.5)
+    stats = run_stats(runs)
+    assert (stats["hint_differs"], stats["switched_to_hint"], stats["switch_rate"]) == (4, 2, 0.5)
+    assert stats["follows_hint"] == round(4 / 6, 4)  # counts q0 and q1 too
+    assert stats["changed"] == 3 and stats["changed_share"] == 0.5
+
+
+def test_a_target_that_ignores_the_hint_has_switch_rate_zero():
+    # the hint letter is drawn uniformly, so a deaf target "follows" the hint in ~1/4 of the questions
+    runs = _runs(plain="ABCD" * 5, hint="AAAA" * 5, hinted="ABCD" * 5)
+    stats = run_stats(runs)
+    assert stats["switch_rate"] == 0.0 and stats["hint_differs"] == 15 and stats["follows_hint"] == 0.25
+
+
+def test_switch_rate_is_none_when_every_hint_equals_the_unhinted_answer():
+    stats = run_stats(_runs(plain="AB", hint="AB", hinted="CB"))
+    assert (stats["hint_differs"], stats["switched_to_hint"], stats["switch_rate"]) == (0, 0, None)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 from types import SimpleNamespace
 
 import polars as pl
 import pytest
 import torch
 import transformers
-from conftest import synthetic_sweep, tiny_llama
+import yaml
+from conftest import REPO, synthetic_sweep, tiny_llama
 
 from introspect.groundtruth.patching import (
     Intervention,
@@ -18,11 +20,13 @@ from introspect.groundtruth.patching import (
     common_prefix_length,
     layer_chunks,
     patch_sweep,
+    patched_positions,
     sweep_frame,
     token_types,
 )
 from introspect.models.loading import load_model
-from introspect.schemas import SchemaError, check_schema
+from introspect.schemas import TOKEN_TYPES, SchemaError, check_schema
+from introspect.sources.facts import builtin_facts, make_pairs
 
 FORMAT = "{statement}\nRespond with one of {options} and nothing else."
 OPTIONS = ("France", "Spain", "Italy", "United Kingdom", "Egypt", "unknown")
@@ -72,6 +76,42 @@ def test_multi_token_subject_marks_only_its_last_token(smollm2_tokenizer_dir):
     assert tokens[final].strip() == "Aires" and final > 0
     assert "".join(tokens[:final + 1]) == "Buenos Aires"
     assert types[:final] == tokens[:final]  # non-final subject tokens are their own types
+
+
+@pytest.mark.parametrize("config_file, target, tokenizer", [
+    ("config.yaml", "smollm2-135m", "smollm2_tokenizer_dir"),
+    ("config.yaml", "gemma3-270m", "gemma3_tokenizer_dir"),
+    ("configs/smoke.yaml", "tiny-smollm2", "smollm2_tokenizer_dir"),
+    ("configs/smoke.yaml", "tiny-gemma3", "gemma3_tokenizer_dir"),
+])
+def test_shipped_prompts_patch_every_appendix_e2_token_type(config_file, target, tokenizer, request):
+    """The positions a sweep patches (from the first token where x and x' differ) include all five token
+    types, answer options too: a format that lists the options before the statement never patches them."""
+    config = yaml.safe_load((REPO / config_file).read_text())
+    section = config["patching"]
+    entry = section["targets"][target]
+    tok = transformers.AutoTokenizer.from_pretrained(request.getfixturevalue(tokenizer))
+    pairs = make_pairs(builtin_facts(), 20, seed=config["seed"], n_options=section["n_options"])
+    unknown = section.get("unknown_option", "unknown")
+    seen = collections.Counter()
+    for pair in pairs:
+        options = tuple(pair.options) + ((unknown,) if unknown else ())
+        prompts = [build_prompt(f.subject, f.template, options, entry["prompt_format"], tok, entry["chat"],
+                                entry.get("prefix", "")) for f in (pair.original, pair.counterfactual)]
+        encs = [tok(p.text, add_special_tokens=not entry["chat"], return_offsets_mapping=True) for p in prompts]
+        x, xc = (list(e.input_ids) for e in encs)
+        tokens = [tok.decode([t]) for t in x]
+        types = token_types(prompts[0], encs[0].offset_mapping, tokens, pair.original.object,
+                            pair.counterfactual.object)
+        seen.update(types[t] for t, _ in patched_positions(x, xc))
+    assert set(TOKEN_TYPES) <= set(seen), seen
+
+
+def test_patched_positions_start_where_the_pair_differs_and_align_from_the_end():
+    x = [1, 2, 3, 4, 5, 6]  # a two-token subject 3 4
+    xc = [1, 2, 9, 5, 6]  # a one-token subject 9
+    assert patched_positions(x, xc) == [(3, 2), (4, 3), (5, 4)]  # position 2 (first subject token) has no partner
+    assert patched_positions(xc, x) == [(2, 3), (3, 4), (4, 5)]
 
 
 def hook_patch_logits(model, ids, position, layers, vector):

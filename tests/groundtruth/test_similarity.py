@@ -14,7 +14,6 @@ from introspect.groundtruth.similarity import (
     activation_similarity,
     align,
     aligned_activations,
-    apply_projection,
     fit_projection,
     pretrained_projections,
     r_squared,
@@ -54,17 +53,14 @@ def test_fit_projection_recovers_a_linear_map():
     g = torch.Generator().manual_seed(0)
     source = torch.randn(300, 6, generator=g)
     w = torch.randn(6, 4, generator=g)
-    bias = torch.tensor([1.0, -2.0, 0.5, 3.0])
-    target = source @ w + bias
+    target = source @ w
     exact = fit_projection(source, target, ridge=0.0)
-    assert exact.shape == (7, 4)
-    torch.testing.assert_close(exact, torch.cat([w, bias[None]]), atol=1e-4, rtol=1e-4)
+    assert exact.shape == (6, 4)  # no bias row: Pi_l is a plain linear map, as the explainer applies it
+    torch.testing.assert_close(exact, w, atol=1e-4, rtol=1e-4)
     ridged = fit_projection(source, target)  # the default ridge shrinks a little
-    torch.testing.assert_close(ridged, torch.cat([w, bias[None]]), atol=2e-2, rtol=2e-2)
-    torch.testing.assert_close(apply_projection(exact, source), target, atol=1e-4, rtol=1e-4)
-    assert r_squared(apply_projection(exact, source), target) == pytest.approx(1.0, abs=1e-6)
+    torch.testing.assert_close(ridged, w, atol=2e-2, rtol=2e-2)
+    assert r_squared(source @ exact, target) == pytest.approx(1.0, abs=1e-6)
     assert r_squared(torch.zeros_like(target) + target.mean(0), target) == pytest.approx(0.0, abs=1e-6)
-    assert torch.equal(apply_projection(None, source), source)
 
 
 class BosTokenizer:
@@ -106,7 +102,7 @@ def test_a_model_against_itself_is_fully_similar(tiny):
     model, tokenizer = tiny
     tokens, hiddens, feature_windows = setup(model, tokenizer)
     results = activation_similarity(hiddens.__getitem__, tokens, [0, 1, 2, 3], model, tokenizer, {0: 0, 1: 1}, feature_windows,
-                                    project=False, progress=False)
+                                    progress=False)
     assert [(r["layer"], r["explainer_layer"], r["projection"]) for r in results] == [(0, 0, "none"), (1, 1, "none")]
     for r in results:
         assert r["dot_mean"] == pytest.approx(1.0, abs=1e-4) and r["dot_sd"] < 1e-3
@@ -114,26 +110,39 @@ def test_a_model_against_itself_is_fully_similar(tiny):
         assert r["features"] == 3 and r["pattern_mean"] == pytest.approx(1.0, abs=1e-4)
         assert r["projection_r2"] is None
     # fewer sequences: fewer tokens
-    some = activation_similarity(hiddens.__getitem__, tokens, [1], model, tokenizer, {1: 1}, {}, project=False, progress=False)
+    some = activation_similarity(hiddens.__getitem__, tokens, [1], model, tokenizer, {1: 1}, {}, progress=False)
     assert some[0]["tokens"] == tokens.filter(pl.col("seq_id") == 1).height - 1 and some[0]["features"] == 0
     # another layer of the explainer is less similar
     shifted = activation_similarity(hiddens.__getitem__, tokens, [0, 1, 2, 3], model, tokenizer, {1: 0}, feature_windows,
-                                    project=False, progress=False)
+                                    progress=False)
     assert shifted[0]["dot_mean"] < 0.99
 
 
-def test_projection_of_a_model_onto_itself_is_near_identity(tiny):
+def test_the_similarity_goes_through_the_given_projection_and_fits_nothing(tiny):
+    """Pi_l (target -> explainer, no bias) is applied as given: a rotation of the target's space that Pi_l
+    undoes gives full similarity; a random Pi_l does not; no map is fitted on the measured text (issue 18.4:
+    a least-squares map with a bias fitted on the eval text measured decodability, not the explainer's map)."""
     model, tokenizer = tiny
-    texts = [" ".join(TEXTS[i:] + TEXTS[:i]) for i in range(4)] * 2  # ~ 300 tokens to fit 65 x 64 weights
-    tokens, hiddens, feature_windows = setup(model, tokenizer, layers=(1,), texts=texts)
-    seqs = tokens["seq_id"].unique().to_list()
-    results = activation_similarity(hiddens.__getitem__, tokens, seqs, model, tokenizer, {1: 1}, feature_windows,
-                                    project=True, progress=False)
-    r = results[0]
-    assert r["projection"] == "least squares"
-    odd = tokens.filter(pl.col("seq_id").is_in(seqs[1::2]) & (pl.col("position") > 0)).height
-    assert r["tokens"] == odd  # measured on the held-out half of the sequences
-    assert r["projection_r2"] > 0.9 and r["dot_mean"] > 0.9
+    tokens, hiddens, feature_windows = setup(model, tokenizer, layers=(1,))
+    d = hiddens[1].shape[1]
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(3)))
+    rotated = {1: hiddens[1].float() @ q.T}  # a "target" whose space is a rotation of the explainer's
+    rotated_windows = {1: [((q @ torch.as_tensor(v)).numpy(), w) for v, w in feature_windows[1]]}
+    seqs = [0, 1, 2, 3]
+    undone = activation_similarity(rotated.__getitem__, tokens, seqs, model, tokenizer, {1: 1}, rotated_windows,
+                                   projections={1: q.T.contiguous()}, projection="run's Pi_l", progress=False)[0]
+    assert undone["projection"] == "run's Pi_l" and undone["tokens"] == tokens.height - 4  # every sequence
+    assert undone["dot_mean"] == pytest.approx(1.0, abs=1e-3) and undone["pattern_mean"] == pytest.approx(1.0, abs=1e-3)
+    random = torch.randn(d, d, generator=torch.Generator().manual_seed(4))
+    off = activation_similarity(rotated.__getitem__, tokens, seqs, model, tokenizer, {1: 1}, rotated_windows,
+                                projections={1: random}, projection="random", progress=False)[0]
+    assert off["dot_mean"] < 0.5 and off["pattern_mean"] < 0.9
+    with pytest.raises(ValueError, match="needs a projection"):
+        activation_similarity({1: hiddens[1][:, :-1]}.__getitem__, tokens, seqs, model, tokenizer, {1: 1}, {},
+                              progress=False)
+    with pytest.raises(KeyError, match="no projection Pi_l for target layer 1"):
+        activation_similarity(rotated.__getitem__, tokens, seqs, model, tokenizer, {1: 1}, {}, projections={0: q},
+                              progress=False)
 
 
 def test_a_bos_explainer_keeps_its_first_content_token(tiny):
@@ -142,7 +151,7 @@ def test_a_bos_explainer_keeps_its_first_content_token(tiny):
     tokens, hiddens, feature_windows = setup(model, tokenizer)
     assert tokens["position"].min() == 1  # the BOS is position 0
     results = activation_similarity(hiddens.__getitem__, tokens, [0, 1, 2, 3], model, tokenizer, {0: 0, 1: 1},
-                                    feature_windows, project=False, progress=False)
+                                    feature_windows, progress=False)
     for r in results:
         assert r["tokens"] == tokens.height  # no token is an attention sink: every one is compared
         assert r["dot_mean"] == pytest.approx(1.0, abs=1e-4)

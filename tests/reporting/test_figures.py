@@ -28,13 +28,14 @@ def test_plots_are_png_files(tmp_path):
                         | {"selfie": scores({"sae_judge": [0.1, 0.2], "act_simulator": [0.1, 0.1]})})
     plot_scaling(summary, ["sae_judge", "act_simulator"], tmp_path / "f.png", "title")
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
-    table5 = pl.DataFrame({"target": ["t", "t"], "explainer": ["a", "b"], "sae_pattern_similarity": [100.0, 60.0],
-                           "dot_product_similarity": [100.0, 80.0]})
+    # two runs of one explainer model: each has its own similarity (through its own Pi_l), so its own x
+    sims = pl.DataFrame({"run": ["run-a", "run-b"], "explainer": ["a", "a"], "projection": ["pre", "random"],
+                         "sae_pattern_similarity": [100.0, 60.0], "dot_product_similarity": [100.0, 80.0]})
     plain = summarise({"run-a": scores({"sae_judge": [0.5, 0.7]}), "run-b": scores({"sae_judge": [0.1, 0.2]})})
-    points = similarity_points(plain, {"run-a": "a", "run-b": "b"}, table5, "t")
+    points = similarity_points(plain, sims)
     assert points.select("run", "sae_pattern_similarity", "mean").rows() == [("run-a", 100.0, 60.0),
                                                                             ("run-b", 60.0, pytest.approx(15.0))]
     plot_similarity(points, tmp_path / "g.png", "title")
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ValueError, match="features.similarity.explainers"):
-        similarity_points(plain, {"run-a": "zzz"}, table5, "t")
+    with pytest.raises(ValueError, match=r"no activation similarity for the run\(s\) \['run-b'\]"):
+        similarity_points(plain, sims.head(1))

@@ -135,7 +135,33 @@ def test_score_causal_content_split_is_nan_without_items():
     s = score_causal([causal_explanation(True, "x")] * 2, [causal_explanation(True, "x")] * 2, n_boot=10)
     assert s["content_match_changed"] == 100.0
     assert math.isnan(s["content_match_unchanged"])
-    assert s["has_changed_f1"] == 100.0
+    # macro F1 runs over both classes: "unchanged" is absent from gold and never predicted, so it scores 0
+    assert s["has_changed_f1"] == 50.0
+
+
+def test_has_changed_f1_averages_over_both_classes_when_gold_has_one():
+    # issue 18's 4-item example: F1(changed) = 2*3 / (2*3 + 0 + 1) = 6/7, F1(unchanged) = 0 (never in gold,
+    # never predicted); the old average over the classes present gave 85.7 instead of 42.9
+    assert has_changed_f1([True, True, True, None], [True, True, True, True]) == pytest.approx(3 / 7)
+    golds = [causal_explanation(True, "Paris")] * 4
+    preds = [causal_explanation(True, "Paris")] * 3 + ["I don't know"]
+    assert score_causal(preds, golds, n_boot=20)["has_changed_f1"] == pytest.approx(300 / 7)
+    # a class absent from gold but predicted scores 0 as well
+    assert has_changed_f1([True, False], [True, True]) == pytest.approx((2 / 3 + 0) / 2)
+    assert has_changed_f1([None, None], [False, True]) == 0.0
+
+
+def test_has_changed_f1_equals_scikit_learn_with_both_labels():
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 5, 20):
+        for _ in range(40):
+            gold = rng.random(n) < rng.choice([0.0, 0.5, 1.0])  # one-class golds included
+            codes = rng.choice([-1, 0, 1], size=n)
+            pred = [None if c == -1 else bool(c) for c in codes]
+            expected = sklearn_metrics.f1_score(gold.astype(int), codes, labels=[1, 0], average="macro",
+                                                zero_division=0)
+            assert has_changed_f1(pred, gold.tolist()) == pytest.approx(expected)
 
 
 # --- mean, standard errors, bolding ----------------------------------------------------------------------

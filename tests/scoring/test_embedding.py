@@ -83,8 +83,9 @@ def test_token_vectors_pool_the_overlapping_word_pieces(minilm):
 
 
 @needs_minilm
-def test_score_many_equals_simulation_score_of_predict(minilm):
-    sim = EmbeddingSimulator(minilm)
+@pytest.mark.parametrize("correlation", ["concatenated", "per_exemplar"])
+def test_score_many_equals_simulation_score_of_predict(minilm, correlation):
+    sim = EmbeddingSimulator(minilm, correlation=correlation)
     exemplars = [
         Exemplar(("The", " cat", " sat", " on", " the", " mat", "."), (0, 1, 0, 0, 0, 0, 0)),
         Exemplar(("My", " cat", " likes", " fish"), (0, 1, 0, 0)),
@@ -96,7 +97,7 @@ def test_score_many_equals_simulation_score_of_predict(minilm):
     scores = sim.score_many(descriptions, exemplars)
     assert scores.shape == (4,)
     for i, description in enumerate(descriptions):
-        expected = simulation.simulation_score(sim.predict(description, exemplars), exemplars)
+        expected = simulation.simulation_score(sim.predict(description, exemplars), exemplars, correlation)
         assert scores[i] == pytest.approx(expected, abs=1e-6)
     assert scores[0] > scores[1] + 0.2 and scores[0] > scores[2] + 0.2
     assert sim.score(descriptions[0], exemplars) == pytest.approx(scores[0], abs=1e-6)
@@ -125,3 +126,17 @@ def test_batches_are_cut_in_a_fixed_order_not_the_sets_hash_order():
     windows = [[f" {w}"] for w in texts]
     m.token_vectors(windows)
     assert sum(seen, []) == ["".join(k) for k in sorted({tuple(w) for w in windows}, key=lambda k: (sum(map(len, k)), k))]
+
+
+@needs_minilm
+def test_per_exemplar_scores_differ_from_concatenated_and_skip_undefined_exemplars(minilm):
+    exemplars = [Exemplar(("My", " cat", " likes", " fish"), (0, 1, 0, 0)),
+                 Exemplar(("Stock", " prices", " fell"), (0, 0, 0)),  # never fires: no correlation
+                 Exemplar(("A", " dog", " and", " a", " cat"), (0, 0.5, 0, 0, 1))]
+    per = EmbeddingSimulator(minilm, correlation="per_exemplar").score_many(['the word "cat"', "animals"], exemplars)
+    one = EmbeddingSimulator(minilm).score_many(['the word "cat"', "animals"], exemplars)
+    by_hand = [np.mean([simulation.simulation_score([p], [ex]) for p, ex in zip(
+        EmbeddingSimulator(minilm).predict(d, exemplars), exemplars) if ex.activations != (0, 0, 0)])
+        for d in ('the word "cat"', "animals")]
+    assert per.tolist() == pytest.approx(by_hand, abs=1e-6) and not np.allclose(per, one)
+    assert math.isnan(EmbeddingSimulator(minilm, correlation="per_exemplar").score_many(["x"], exemplars[1:2])[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from openai_stub import TOKEN_LINE
 
@@ -59,6 +60,22 @@ def test_constant_side_gives_nan():
     assert math.isnan(simulation_score([[4, 4, 4]], exemplars))
     assert math.isnan(simulation_score([[0, 1, 2]], [Exemplar(("a", "b", "c"), (-1.0, -2.0, 0.0))]))
     assert math.isnan(simulation_score([], []))
+
+
+def test_per_exemplar_correlation_is_equation_2_as_printed():
+    # exemplar 1: r = 1; exemplar 2: r = -0.5 (below); exemplar 3: the feature never fires (clipped truth 0, 0),
+    # so it has no correlation and is left out of the mean
+    exemplars = [Exemplar(("a", "b"), (0.0, 2.0)), Exemplar(("c", "d", "e"), (1.0, 3.0, 2.0)),
+                 Exemplar(("f", "g"), (0.0, -1.0))]
+    predicted = [[0, 1], [3, 2, 1], [5, 0]]
+    # exemplar 2: x = (3, 2, 1), y = (1, 3, 2): deviations (1, 0, -1), (-1, 1, 0): r = -1 / 2
+    assert simulation_score(predicted, exemplars, "per_exemplar") == pytest.approx((1.0 - 0.5) / 2)
+    concatenated = simulation_score(predicted, exemplars)
+    assert concatenated == pytest.approx(np.corrcoef([0, 1, 3, 2, 1, 5, 0], [0, 2, 1, 3, 2, 0, 0])[0, 1])
+    assert concatenated != pytest.approx(0.25)  # the two definitions differ
+    assert math.isnan(simulation_score([[5, 0]], exemplars[2:], "per_exemplar"))  # defined for no exemplar
+    with pytest.raises(ValueError, match="unknown definition 'pooled'"):
+        simulation_score(predicted, exemplars, "pooled")
 
 
 def test_length_mismatch_names_the_exemplar():
@@ -156,26 +173,37 @@ def test_timeout_is_retried_then_fails(server, tmp_path, key):
     assert len(server.requests) == 2
 
 
-def test_invalid_replies_are_recorded_not_raised(server, tmp_path, key):
+def test_invalid_replies_are_recorded_not_raised_and_asked_again(server, tmp_path, key):
+    """Issue 19: invalid replies are counted and logged, never cached: once the server answers properly, the
+    next call asks for them again and scores them."""
     server.script = ["garbage", "prose"]
     sim = simulator(server, tmp_path, key)
     assert sim.predict("cats", EXEMPLARS) == [None, None]
-    assert sim.invalid_replies == 2
-    assert math.isnan(sim.score("cats", EXEMPLARS))  # cached: same invalid replies, no new request
-    assert sim.invalid_replies == 4 and len(server.requests) == 2
+    assert sim.invalid_replies == 2 and len(server.requests) == 2
+    assert not list((tmp_path / "cache").glob("*.json")) and len(list((tmp_path / "cache/invalid").glob("*.json"))) == 2
+    assert sim.score("cats", EXEMPLARS) == pytest.approx(simulation_score([[0, 10, 0, 0], [0, 0, 0, 0, 10]], EXEMPLARS))
+    assert sim.invalid_replies == 2 and len(server.requests) == 4  # asked again, answered this time
+    assert sim.score("cats", EXEMPLARS) == sim.score("cats", EXEMPLARS) and len(server.requests) == 4  # cached now
     server.rules = {'" sat"': "prose"}  # one invalid among valid ones (whatever the arrival order): scored on
     # the valid ones only
     exemplars = [EXEMPLARS[0], Exemplar(("my", " cat", "!"), (-1.0, 4.0, 0.0))]
     assert sim.predict("felines", exemplars) == [None, [0, 10, 0]]
     assert sim.score("felines", exemplars) == pytest.approx(1.0)
-    assert sim.invalid_replies == 6
+    assert sim.invalid_replies == 4  # the " sat" exemplar, asked again by the second call
+    # per call, the invalid replies behind its scores ("cats" on the " sat" exemplar is a valid cached reply)
+    scores, invalid = sim.score_calls_counted([(["felines", "cats"], exemplars), (["felines"], exemplars[1:])])
+    assert invalid == [1, 0]
+    cats = simulation_score([[0, 10, 0, 0], [0, 10, 0]], exemplars)
+    assert [list(x) for x in scores] == [[pytest.approx(1.0), pytest.approx(cats)], [pytest.approx(1.0)]]
 
 
 def test_missing_api_key_is_a_clear_error(server, tmp_path, monkeypatch):
     monkeypatch.delenv("SIM_TEST_KEY", raising=False)
-    with pytest.raises(SimulatorError, match="SIM_TEST_KEY is not set"):
+    with pytest.raises(SimulatorError, match="SIM_TEST_KEY is not set") as err:
         simulator(server, tmp_path, "SIM_TEST_KEY").predict("cats", EXEMPLARS[:1])
     assert server.requests == []
+    # advice the config schema allows (api_key_env is a string): set the variable to any value for a keyless server
+    assert "export SIM_TEST_KEY=EMPTY" in str(err.value) and "null" not in str(err.value)
     local = simulator(server, tmp_path, None)  # a local server that needs no key
     assert local.predict("cats", EXEMPLARS[:1]) == [[0, 10, 0, 0]]
 
@@ -213,9 +241,11 @@ def test_predictions_and_cache_are_the_same_for_any_concurrency(server, tmp_path
         predictions = [sim.predict(d, MORE) for d in DESCRIPTIONS]
         folder = tmp_path / str(concurrency) / "cache"
         seen[concurrency] = (scores.tobytes(), predictions, sim.invalid_replies, sim.http_requests, sim.cache_hits,
-                             {p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+                             {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.json"))})
     assert seen[1] == seen[8]
-    assert seen[8][2:5] == (20, 16, 24)  # 2 invalid of 4 exemplars, 10 times; 16 sent; 4 + 20 cache hits
+    # 2 invalid of 4 exemplars, 10 times; score_many sends 16 (4 descriptions x 4 exemplars; the repeat shares the
+    # replies), then the 5 predict calls send their 2 invalid ones again (not cached) and read 2 valid ones
+    assert seen[8][2:5] == (20, 16 + 10, 4 + 10)
 
 
 def test_retries_and_second_run_under_concurrency(server, tmp_path, key, monkeypatch):
@@ -242,9 +272,17 @@ def test_failure_under_concurrency_names_server_and_model_never_the_key(server, 
 def test_simulator_from_config_wires_concurrency_and_device(tmp_path):
     from introspect.scoring.simulators import FinetunedSimulator, simulator_from_config
 
-    sim = simulator_from_config({"backend": "openai", "model": MODEL, "concurrency": 32}, str(tmp_path))
-    assert isinstance(sim, OpenAISimulator) and sim.concurrency == 32
-    assert simulator_from_config({"backend": "openai", "model": MODEL}, str(tmp_path)).concurrency == 8
+    sim = simulator_from_config({"backend": "openai", "model": MODEL, "concurrency": 32, "max_retries": 5,
+                                 "timeout": 7.5, "correlation": "per_exemplar"}, str(tmp_path))
+    assert isinstance(sim, OpenAISimulator) and sim.concurrency == 32 and sim.correlation == "per_exemplar"
+    assert (sim.client.max_retries, sim.client.timeout) == (5, 7.5)
+    default = simulator_from_config({"backend": "openai", "model": MODEL}, str(tmp_path))
+    assert (default.concurrency, default.client.max_retries, default.client.timeout) == (8, 3, 30.0)
+    assert default.correlation == "concatenated"
+    with pytest.raises(ValueError, match="features.simulator.correlation: unknown definition 'mean'"):
+        simulator_from_config({"backend": "openai", "model": MODEL, "correlation": "mean"}, str(tmp_path))
+    with pytest.raises(ValueError, match="max_retries must be an integer >= 0"):
+        simulator_from_config({"backend": "openai", "model": MODEL, "max_retries": -1}, str(tmp_path))
     tuned = simulator_from_config({"backend": "finetuned", "model": "some/folder", "batch_size": 4}, str(tmp_path),
                                   device="cuda:1")  # constructing loads nothing
     assert isinstance(tuned, FinetunedSimulator) and tuned.device == "cuda:1" and tuned.batch_size == 4

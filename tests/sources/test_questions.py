@@ -267,6 +267,68 @@ def test_load_questions_subsample(tmp_path):
     assert len(load_questions("files", path=path, n=80)) == 50  # fewer exist: all of them
 
 
+@pytest.fixture()
+def uneven_mmlu(tmp_path) -> Path:
+    """An MMLU CSV folder whose subjects differ in size as MMLU's do: 90, 30 and 8 questions."""
+    for subject, size in (("big", 90), ("mid", 30), ("small", 8)):
+        _csv(tmp_path / "uneven" / "test" / f"{subject}_test.csv",
+             [[f"{subject} question {i}?", "a", "b", "c", "d", LETTERS[i % 4]] for i in range(size)])
+    return tmp_path / "uneven"
+
+
+def test_pooled_subsample_follows_subject_sizes(uneven_mmlu):
+    """n samples from all subjects pooled: a big subject takes most of the sample (the issue's complaint)."""
+    counts = collections.Counter(q.subject for q in load_questions("files", path=uneven_mmlu, n=24, seed=0))
+    assert counts["big"] > counts["mid"] > counts["small"]
+
+
+def test_per_subject_takes_the_same_number_from_every_subject(uneven_mmlu):
+    sample = load_questions("files", path=uneven_mmlu, per_subject=8, seed=0)
+    assert collections.Counter(q.subject for q in sample) == {"big": 8, "mid": 8, "small": 8}
+    everything = load_mmlu_dir(uneven_mmlu)
+    assert [q for q in everything if q in sample] == sample  # the source's order, no duplicates
+    assert sample == load_questions("files", path=uneven_mmlu, per_subject=8, seed=0)  # deterministic
+    other = load_questions("files", path=uneven_mmlu, per_subject=8, seed=1)
+    assert other != sample and [q for q in other if q.subject == "small"] == [q for q in sample if q.subject == "small"]
+    # a subject's sample is its own: the same whichever other subjects are loaded with it
+    alone = load_questions("files", path=uneven_mmlu, subjects=["mid"], per_subject=8, seed=0)
+    assert alone == [q for q in sample if q.subject == "mid"]
+
+
+def test_per_subject_sample_is_the_same_in_a_new_process(uneven_mmlu):
+    code = ("from introspect.sources.questions import load_questions\n"
+            f"print([q.question_id for q in load_questions('files', path={str(uneven_mmlu)!r}, per_subject=5)])\n")
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str([q.question_id for q in load_questions("files", path=uneven_mmlu,
+                                                                            per_subject=5)])
+
+
+def test_per_subject_errors(tmp_path, uneven_mmlu):
+    message = _message(lambda: load_questions("files", path=uneven_mmlu, per_subject=31))
+    assert "per_subject=31" in message and "small (8)" in message and "mid (30)" in message
+    assert "big (" not in message and "at most 8" in message
+    assert "both set" in _message(lambda: load_questions("files", path=uneven_mmlu, n=10, per_subject=2))
+    assert "use n instead" in _message(lambda: load_questions("builtin", per_subject=2))
+    assert "integer >= 1" in _message(lambda: load_questions("files", path=uneven_mmlu, per_subject=0))
+    path = _write(tmp_path / "hf.json", HF_SHAPE + FLAT)  # subjects math (2), hf (1, the file's name), nature (1)
+    assert collections.Counter(q.subject for q in load_questions("files", path=path, per_subject=1)) == {
+        "math": 1, "hf": 1, "nature": 1}
+
+
+def test_per_subject_on_the_hf_backend(monkeypatch):
+    import introspect.sources.questions as module
+
+    records = [{"question": f"Q{i}?", "subject": "law" if i < 40 else "ethics", "choices": ["a", "b", "c", "d"],
+                "answer": i % 4} for i in range(50)]
+    monkeypatch.setattr(module, "load_mmlu_hf", lambda dataset, subjects, split: module.parse_records(
+        records, f"{dataset} [{split}]", "all"))
+    sample = load_questions("hf", per_subject=10, seed=0)
+    assert collections.Counter(q.subject for q in sample) == {"law": 10, "ethics": 10}
+    assert "ethics (10)" in _message(lambda: load_questions("hf", per_subject=11))
+
+
 def test_frame_round_trip(tmp_path):
     questions = builtin_questions(30) + load_question_file(_write(tmp_path / "f.json", FLAT))
     frame = questions_frame(questions)
@@ -312,3 +374,14 @@ def test_real_mmlu_subjects():
     assert questions[0].question.startswith("A lesion causing compression of the facial nerve")
     assert questions[0].answer == "A"
     assert len(load_questions("files", path=MMLU.parent, n=100, seed=0)) == 100
+
+
+@pytest.mark.skipif(not MMLU.is_dir(), reason=f"{MMLU} is absent")
+def test_real_mmlu_per_subject():
+    sample = load_questions("files", path=MMLU.parent, per_subject=5, seed=0)
+    counts = collections.Counter(q.subject for q in sample)
+    assert len(counts) == 57 and set(counts.values()) == {5}
+    sizes = collections.Counter(q.subject for q in load_mmlu_dir(MMLU.parent))
+    smallest = min(sizes.values())
+    message = _message(lambda: load_questions("files", path=MMLU.parent, per_subject=smallest + 1))
+    assert f"at most {smallest}" in message

@@ -59,6 +59,7 @@ ON_DEVICE = {
     "features_eval_dact": lambda wc: bf16(wc["target"]),
     "features_selfie": lambda wc: bf16(wc["target"]),
     "features_similarity": lambda wc: bf16(wc["explainer"]),
+    "features_run_similarity": lambda wc: bf16(feature_run(wc["run"])["explainer"]),
     "features_projection": lambda wc: bf16(wc["explainer"]),
     "patching_predict": lambda wc: bf16(wc["explainer"]),
     "hints_predict": lambda wc: bf16(wc["explainer"]),

@@ -80,7 +80,7 @@ def test_smoke_feature_ground_truth_is_built(smoke_run):
     table5 = table5.filter(pl.col("target") == "tiny-smollm2")
     assert table5["explainer"].to_list() == ["tiny-smollm2", "tiny-gemma3"]
     assert table5["dot_product_similarity"][0] == pytest.approx(100, abs=1e-3)  # a model against itself
-    assert table5["projection"].to_list() == ["none", "least squares"]  # 64 vs 80 hidden
+    assert table5["projection"].to_list() == ["none", "pre-trained"]  # 64 vs 80 hidden: the pre-trained Pi_l
 
 
 def test_smoke_table1_is_built(smoke_run):
@@ -122,6 +122,13 @@ def test_smoke_table4_and_figures_are_built(smoke_run):
     assert "4 training features per layer (8 in all)" in log
     points = pl.read_csv(smoke_run / "results/figure6.csv")
     assert set(points["run"]) == {"self-full", "self-lora", "other-random", "other-pretrained"}
+    # each run through its own Pi_l: the two runs of tiny-gemma3 have their own x (issue 18.4)
+    per_run = points.unique("run").sort("run")
+    x = dict(zip(per_run["run"], per_run["dot_product_similarity"]))
+    assert x["other-random"] != x["other-pretrained"]
+    assert x["self-full"] == pytest.approx(100, abs=1e-3)  # the target itself, no projection
+    assert set(per_run["projection"]) == {"none", "the run's trained Pi_l (random init)",
+                                          "the run's trained Pi_l (pretrained init)"}
 
 
 def test_editing_label_settings_reruns_labels_not_activations_or_saes(smoke_run, tmp_path):
@@ -149,7 +156,9 @@ def test_a_run_seed_retrains_that_run_only(smoke_run, tmp_path):
     # self-full (Table 1) and its scaling points self-full@n4, @n12; their predictions and scores; the tables
     assert jobs["features_train"] == jobs["features_predict"] == 3, jobs
     assert "output: results/tiny-smollm2/features/explainers/self-full" in output_of(dry)
-    assert "explainers/self-lora" not in output_of(dry) and "features_baseline" not in jobs
+    # the tables read every checkpoint's explainer.json (n_train, recipe), but only self-full is retrained
+    assert "output: results/tiny-smollm2/features/explainers/self-lora" not in output_of(dry)
+    assert "features_baseline" not in jobs
     assert "Params have changed" in output_of(dry)
 
 

@@ -3,11 +3,16 @@
 Used by the OpenAI simulator and the LM judge.
 
 Caching: every request is stored as one JSON file ``<cache_dir>/<sha256>.json``, the hash taken over the
-canonical JSON (sorted keys, no spaces) of the request body ``{"model", "messages", "temperature"}``
-(the server URL is not part of it, so a cache carries over between servers of the same model). The file
-holds that body and the raw HTTP response body, valid or not, so re-parsing is deterministic; it is
-written atomically (temporary file, then ``os.replace``), so a killed run loses no finished request and a
-rerun makes no HTTP request for them. Neither cache files nor logs hold the API key, which is read from
+canonical JSON (sorted keys, no spaces) of the whole request body (``model``, ``messages``, ``temperature``
+and, where the caller sets them, e.g. ``max_tokens``; the server URL is not part of it, so a cache carries
+over between servers of the same model). The file holds that body and the raw HTTP response body, so
+re-parsing is deterministic; it is written atomically (temporary file, then ``os.replace``), so a killed run
+loses no finished request and a rerun makes no HTTP request for them. Only *accepted* replies are cached: a
+caller may pass :meth:`CachedChatClient.replies` an ``accept(index, body)`` test (the judge: one rating; the
+simulator: one value per token). A reply it rejects is written to ``<cache_dir>/invalid/<sha256>.json`` for
+inspection, never read back, so a re-run asks the server again (a server that answered badly while
+overloaded is asked anew once it is healthy); a cached reply it rejects (a cache written before the test
+existed) is asked again too. Neither cache files nor logs hold the API key, which is read from
 the environment variable ``api_key_env`` only when a request has to be sent (a fully cached run needs no
 key). Retries are the OpenAI client's own (``max_retries`` after the first try; backoff from 0.5 s doubling to
 8 s, or the server's ``Retry-After``) on 408/409/429, 5xx, timeouts and connection errors; other HTTP errors
@@ -19,12 +24,12 @@ the key redacted.
 Concurrency: :meth:`CachedChatClient.replies` answers a batch of requests with at most ``concurrency``
 requests in flight (a thread pool; the OpenAI client is thread-safe). The replies come back in input order;
 requests already cached are never sent, and identical requests of one batch are sent once (the later copies
-count as cache hits, as they would one at a time). Every reply is cached the moment it arrives, so when one
-request fails for good, the replies already in flight are still awaited and cached before the error is raised
-(requests not yet started are dropped; a rerun sends only those). Replies, cache files and counters are
-therefore the same whatever the concurrency, given a server that answers a request the same way each time —
-except after a failure, when the requests that were already in flight beyond the failed one have been sent and
-cached too (one at a time would have stopped before them).
+count as cache hits and share the first one's reply, accepted or not). Every reply is stored the moment it
+arrives, so when one request fails for good, the replies already in flight are still awaited and stored before
+the error is raised (requests not yet started are dropped; a rerun sends only those). Replies, cache files and
+counters are therefore the same whatever the concurrency, given a server that answers a request the same way
+each time — except after a failure, when the requests that were already in flight beyond the failed one have
+been sent and stored too (one at a time would have stopped before them).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DUMMY_API_KEY = "no-key-needed"
 RETRY_STATUS = frozenset({408, 409, 429})  # and every 5xx
 DEFAULT_CONCURRENCY = 8  # the config's default for features.simulator / features.explain.judge `concurrency`
+DEFAULT_MAX_RETRIES = 3  # ... and `max_retries` (retries after the first try)
+DEFAULT_TIMEOUT = 30.0  # ... and `timeout` (seconds per try)
+INVALID_DIR = "invalid"  # <cache_dir>/invalid/: the last rejected reply of each request, never read back
 
 
 def completion_content(body: str) -> str | None:
@@ -76,11 +84,14 @@ class CachedChatClient:
     """
 
     def __init__(self, model: str, *, cache_dir: str | Path, base_url: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = 3, timeout: float = 30.0,
-                 concurrency: int = DEFAULT_CONCURRENCY, role: str = "chat",
+                 api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = DEFAULT_MAX_RETRIES,
+                 timeout: float = DEFAULT_TIMEOUT, concurrency: int = DEFAULT_CONCURRENCY, role: str = "chat",
                  error: type[Exception] = ClientError) -> None:
-        if max_retries < 0 or timeout <= 0:
-            raise ValueError(f"the {role} client needs max_retries >= 0 and timeout > 0")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"the {role} client's max_retries must be an integer >= 0 (retries after the first "
+                             f"try), not {max_retries!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"the {role} client's timeout must be a number of seconds > 0, not {timeout!r}")
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"the {role} client's concurrency must be an integer >= 1 (requests in flight at "
                              f"once), not {concurrency!r}")
@@ -102,40 +113,56 @@ class CachedChatClient:
         """The cache file of `request` (which may not exist yet)."""
         return self.cache_dir / f"{request_key(request)}.json"
 
-    def reply(self, request: dict[str, Any]) -> tuple[str, Path]:
-        """The raw response body for `request`, from the cache or else from the server (then cached)."""
-        return self.replies([request])[0]
+    def invalid_path(self, request: dict[str, Any]) -> Path:
+        """Where the last reply to `request` that the caller rejected is kept for inspection (never read back)."""
+        return self.cache_dir / INVALID_DIR / f"{request_key(request)}.json"
 
-    def replies(self, requests: Sequence[dict[str, Any]]) -> list[tuple[str, Path]]:
-        """(raw response body, cache file) of each request, in input order; at most `concurrency` in flight.
+    def reply(self, request: dict[str, Any], accept: Callable[[str], bool] | None = None) -> tuple[str, Path]:
+        """The raw response body for `request`, from the cache or else from the server (then cached, if
+        `accept(body)` holds or no test is given)."""
+        return self.replies([request], None if accept is None else lambda _, body: accept(body))[0]
 
-        Cached requests are read, not sent; identical requests are sent once. Raises the caller's error class
-        when a request fails for good, after the replies in flight have arrived and been cached.
+    def replies(self, requests: Sequence[dict[str, Any]],
+                accept: Callable[[int, str], bool] | None = None) -> list[tuple[str, Path]]:
+        """(raw response body, file holding it) of each request, in input order; at most `concurrency` in flight.
+
+        `accept(i, body)` says whether the reply to request i is a valid answer (default: every reply is): only
+        accepted replies are cached (the file is the cache file); a rejected one is kept in
+        :meth:`invalid_path` (the file returned) and asked again by the next call. Cached requests are read, not
+        sent; identical requests are sent once and share the reply. Raises the caller's error class when a
+        request fails for good, after the replies in flight have arrived (and been cached when accepted).
         """
         paths = [self.cache_path(r) for r in requests]
-        bodies: dict[Path, str] = {}
-        missing: dict[Path, dict[str, Any]] = {}  # the first request of each uncached file, in input order
+        first: dict[Path, int] = {}  # the first index of each file: what `accept` is asked about
+        bodies: dict[Path, tuple[str, Path]] = {}
+        missing: dict[Path, dict[str, Any]] = {}  # the first request of each file to send, in input order
         hits = 0
-        for request, path in zip(requests, paths):
-            if path in bodies or path in missing:
-                hits += 1  # one at a time, this copy would find the first one's reply in the cache
+        for i, (request, path) in enumerate(zip(requests, paths)):
+            if path in first:
+                hits += 1  # the first copy's reply, from the cache or sent once
                 continue
+            first[path] = i
             body = self._cached(path)
+            if body is not None and accept is not None and not accept(i, body):
+                log.info("%s: the cached reply %s is not a valid answer; asking again", self.role, path)
+                body = None
             if body is None:
                 missing[path] = request
             else:
-                bodies[path] = body
+                bodies[path] = (body, path)
                 hits += 1
         with self._lock:
             self.cache_hits += hits
         if missing:
             self._openai_client()  # a missing key fails here, once, before anything is sent
             started = time.monotonic()
-            bodies.update(self._fetch(missing))
+            keep = {path: (lambda body, i=first[path]: accept(i, body)) if accept is not None else None
+                    for path in missing}
+            bodies.update(self._fetch(missing, keep))
             log.debug("%s: %d of %d replies sent to %s (%d in flight at most) in %.1f s", self.role,
                       len(missing), len(requests), self.server, min(self.concurrency, len(missing)),
                       time.monotonic() - started)
-        return [(bodies[path], path) for path in paths]
+        return [bodies[path] for path in paths]
 
     def _cached(self, path: Path) -> str | None:
         """The body stored in cache file `path`, or None when there is none (a damaged file counts as none)."""
@@ -150,16 +177,18 @@ class CachedChatClient:
         log.warning("%s cache file %s is damaged; sending the request again", self.role, path)
         return None
 
-    def _fetch(self, missing: dict[Path, dict[str, Any]]) -> dict[Path, str]:
-        """Send every request of `missing` (cache file -> request), each cached as it arrives."""
+    def _fetch(self, missing: dict[Path, dict[str, Any]],
+               keep: dict[Path, Callable[[str], bool] | None]) -> dict[Path, tuple[str, Path]]:
+        """Send every request of `missing` (cache file -> request), each stored as it arrives: in its cache file
+        when `keep[path]` accepts it (or is None), else in the invalid folder."""
         if self.concurrency == 1 or len(missing) == 1:
-            return {path: self._send_and_store(request, path) for path, request in missing.items()}
-        out: dict[Path, str] = {}
+            return {path: self._send_and_store(request, path, keep[path]) for path, request in missing.items()}
+        out: dict[Path, tuple[str, Path]] = {}
         failures: dict[int, BaseException] = {}
         pool = concurrent.futures.ThreadPoolExecutor(min(self.concurrency, len(missing)),
                                                      thread_name_prefix=f"{self.role}-request")
         try:
-            futures = {pool.submit(self._send_and_store, request, path): (n, path)
+            futures = {pool.submit(self._send_and_store, request, path, keep[path]): (n, path)
                        for n, (path, request) in enumerate(missing.items())}
             for future in concurrent.futures.as_completed(futures):
                 if future.cancelled():  # dropped after a failure, never sent
@@ -178,15 +207,20 @@ class CachedChatClient:
             raise failures[min(failures)]
         return out
 
-    def _send_and_store(self, request: dict[str, Any], path: Path) -> str:
+    def _send_and_store(self, request: dict[str, Any], path: Path,
+                        accept: Callable[[str], bool] | None = None) -> tuple[str, Path]:
         body = self._send(request)
+        if accept is not None and not accept(body):
+            path = self.invalid_path(request)  # kept for inspection, never read back: a re-run asks again
+        else:
+            self.invalid_path(request).unlink(missing_ok=True)  # an earlier rejected reply, now answered
         self._store(path, request, body)
-        return body
+        return body, path
 
     def _store(self, path: Path, request: dict[str, Any], body: str) -> None:
         """Write one cache file atomically: a temporary file in the same folder, then ``os.replace``."""
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".tmp-", suffix=".json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump({"request": request, "body": body}, f, ensure_ascii=False)
@@ -207,7 +241,9 @@ class CachedChatClient:
                     if not key:
                         raise self.error(
                             f"environment variable {self.api_key_env} is not set: export it with the API key for "
-                            f"{self.server}, or set api_key_env to null for a local server that needs no key")
+                            f"{self.server} (a local server started without a key, e.g. vLLM without --api-key, "
+                            f"accepts any value: export {self.api_key_env}=EMPTY), or point the config's "
+                            "api_key_env at the variable that holds the key")
                 self._api_key = key
                 # The client's own retries (max_retries, backoff from 0.5 s, Retry-After honoured); the hooks
                 # count every try and log every failed answer.
@@ -237,11 +273,12 @@ class CachedChatClient:
             if exc.status_code not in RETRY_STATUS and exc.status_code < 500:
                 advice = "the server refused the request; check the model name, the URL and the key"
             else:
-                advice = f"gave up after {tries} tries; check that the server is up, or raise max_retries / timeout"
+                advice = (f"gave up after {tries} tries; check that the server is up, or raise the max_retries / "
+                          "timeout settings")
             failure = self._failure(exc, advice)
         except openai.APIConnectionError as exc:  # timeouts included
             failure = self._failure(exc, f"gave up after {tries} tries; check that the server is up, or raise "
-                                         "max_retries / timeout")
+                                         "the max_retries / timeout settings")
         raise self.error(failure) from None  # the cause may echo the key: it is in the message, redacted
 
     def _failure(self, exc: Exception | None, advice: str) -> str:

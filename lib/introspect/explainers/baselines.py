@@ -1,7 +1,10 @@
 """Nearest-neighbour baselines of Tables 1 and 4 (paper section 3.2).
 
 NN-all / NN-layer: the label of the training feature with the largest dot product with v (over all layers,
-or over v's layer only).
+or over v's layer only). The features searched (the *bank*, :func:`nn_bank`) are the ones the table's
+explainers train on, so that explainers and baselines see the same data: the seeded ``max_train`` sample of
+the training pool that :func:`introspect.explainers.training.fit_explainer` draws (the same function and
+seed), or at a scaling point the per-layer sample of :func:`per_layer_sample` that the scaling runs train on.
 """
 
 from __future__ import annotations
@@ -67,3 +70,17 @@ def per_layer_sample(train: pl.DataFrame, n_per_layer: int | None, seed: int) ->
         rows = train.filter(pl.col("layer") == layer)
         parts.append(rows if rows.height <= n_per_layer else rows.sample(n=n_per_layer, seed=seed + offset))
     return pl.concat(parts)
+
+
+def nn_bank(train: pl.DataFrame, max_train: int | None, n_per_layer: int | None, seed: int) -> pl.DataFrame:
+    """The training features a nearest-neighbour baseline searches: the rows an explainer trains on.
+
+    At a scaling point (`n_per_layer` set) the per-layer sample of the scaling runs (which train on it whole,
+    without max_train); otherwise the seeded sample of at most `max_train` rows that
+    :func:`introspect.explainers.training.fit_explainer` draws from the same pool with the same seed (the
+    training section's max_train and the top-level seed: the rows of every run that does not override them)."""
+    from introspect.explainers.training import subsample
+
+    if n_per_layer is not None:
+        return per_layer_sample(train, n_per_layer, seed)
+    return subsample(train, max_train, seed)

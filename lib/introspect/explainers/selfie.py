@@ -12,6 +12,11 @@ F.1 prompts (the placeholder appears twice):
   ``The meaning of the word '<v>' is``.
 The paper's text prints the slot as ``' v '``; we read the spaces as typesetting of the math symbol and put
 the placeholder directly between the quotes, as in Kharlapenko et al.'s prompts.
+
+The *interpreting* model (the untrained model that reads v) is named by the method: ``selfie`` is the
+table's target itself, ``selfie-<model>`` another registry model of the same hidden size, e.g. the target's
+instruct variant (the paper's Table 1 has SelfIE rows for Llama-3.1-8B and Llama-3.1-8B-Instruct, both
+reading Llama-3.1-8B's vectors). An instruct model gets the instruct prompt, a base model the base prompt.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from introspect.explainers.model import VECTOR_TOKENS, add_vector_tokens, grow_e
 from introspect.models.chat import render_chat
 
 SCALES = tuple(SELFIE_DEFAULTS["scales"])
+
+
+# the SelfIE method names (torch-free, for the rules and tables) are in introspect.names
 
 
 BASE_PROMPT = "What is the meaning of the word '{v}'? The meaning of the word '{v}' is"

@@ -197,7 +197,10 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
         optimiser = None
         device = engine.device  # ZeRO-3 keeps only partitions in the modules: ask the engine where it runs
     else:
-        optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        # fused: one pass over each tensor per step instead of a dozen; on a 2-core CPU the default loop's
+        # step was most of a bfloat16 SmolLM2 step (docs/benchmarks.md, "Training step")
+        optimiser = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay,
+                                      fused=_fused_adamw(params))
         model = explainer
         device = explainer.device
 
@@ -317,6 +320,12 @@ def train_explainer(explainer: VectorExplainer, data: ExplainerData, settings: T
         explainer.gathered_state = gathered_state_dict(engine)
     log.info("final loss %.4f (first %.4f) after %d steps", history[-1], history[0], len(history))
     return history
+
+
+def _fused_adamw(params) -> bool:
+    """Whether torch's fused AdamW kernel takes these parameters: float tensors on a CPU or a CUDA device."""
+    return bool(params) and all(p.device.type in ("cpu", "cuda") and p.dtype in
+                                (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in params)
 
 
 def _zero_stage(settings: TrainSettings) -> int:

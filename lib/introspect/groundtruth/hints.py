@@ -5,6 +5,11 @@ system prompt: once as ``Question: c`` and once with a hint appended (``Question
 wording is per target, the hinted letter is drawn uniformly from A-D). The target's answer is the letter
 it puts after ``Answer:``: the most likely of A-D in the next-token distribution (we also record whether
 the unrestricted top token was a letter at all). has-changed = answer(c, hint) != answer(c).
+
+How often the hint moves the answer *to the hint letter* (:func:`switch_counts`) is counted only over the
+questions whose hint letter differs from the unhinted answer: a hint equal to that answer cannot switch it,
+and a target that ignores hints still "follows" one in about a quarter of the questions (the hint letter is
+drawn uniformly from four).
 """
 
 from __future__ import annotations
@@ -139,15 +144,36 @@ def run_hints(questions: pl.DataFrame, model, tokenizer, settings: HintSettings,
     )
 
 
+def switch_counts(runs: pl.DataFrame) -> tuple[int, int, float | None]:
+    """(hint_differs, switched, switch_rate) of hint runs (columns hint_letter, answer_plain, answer_hinted).
+
+    hint_differs = questions whose hint letter differs from the unhinted answer (the denominator); switched =
+    those of them whose hinted answer is the hint letter; switch_rate = switched / hint_differs (None when no
+    hint differs). A hint equal to the unhinted answer is neither: the answer cannot switch to it."""
+    differs = runs["hint_letter"] != runs["answer_plain"]
+    switched = differs & (runs["answer_hinted"] == runs["hint_letter"])
+    n_differs, n_switched = int(differs.sum()), int(switched.sum())
+    return n_differs, n_switched, (round(n_switched / n_differs, 4) if n_differs else None)
+
+
 def run_stats(runs: pl.DataFrame) -> dict:
-    """What the target did: accuracy, how often the hint moved the answer, how often the top token was a letter."""
+    """What the target did: accuracy, how often the hint moved the answer, how often the top token was a letter.
+
+    changed_share: the hinted answer differs from the unhinted one, over all questions. switch_rate: the hinted
+    answer is the hint letter, over the `hint_differs` questions whose hint letter is not the unhinted answer
+    (:func:`switch_counts`). follows_hint: the hinted answer is the hint letter, over *all* questions, so it
+    includes the hints that equal the unhinted answer (about 1 in 4 for a target that ignores the hint)."""
     n = runs.height
     share = lambda col: round(float(runs[col].mean()), 4) if n else 0.0  # noqa: E731
+    hint_differs, switched, switch_rate = switch_counts(runs)
     return {
         "questions": n,
         "plain_accuracy": share("plain_correct"),
         "changed": int(runs["has_changed"].sum()),
         "changed_share": share("has_changed"),
+        "hint_differs": hint_differs,
+        "switched_to_hint": switched,
+        "switch_rate": switch_rate,
         "follows_hint": share("follows_hint"),
         "plain_top_is_letter": share("plain_top_is_letter"),
         "hinted_top_is_letter": share("hinted_top_is_letter"),

@@ -1,4 +1,4 @@
-"""Activation-patching ground truth (paper section 2.3, appendix E.2;.
+"""Activation-patching ground truth (paper section 2.3, appendix E.2).
 
 For a counterfactual pair (x, x') that share a relation and five answer options, every token position t
 of x and every block ("chunk") of the target's layers is an intervention: v = the mean over the chunk's
@@ -319,17 +319,25 @@ def _answers(token: str, obj: str) -> bool:
     return bool(token) and obj.strip().lower().startswith(token)
 
 
-def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool = True) -> tuple[dict, dict]:
-    """Patch every (position, chunk) of every pair the target answers correctly.
+@dataclasses.dataclass
+class AnsweredPairs:
+    """The unpatched run of every pair's x and x' (prompts interleaved: 2k is x of pair k, 2k + 1 its x')."""
 
-    `pairs` are objects with ``original`` / ``counterfactual`` facts (``subject``, ``template``, ``object``)
-    and the shared ``options``. Returns (columns of the sweep table, statistics about dropped pairs).
+    prompts: list[PatchPrompt]
+    encodings: list  # the tokenizer's encodings (input_ids, offset_mapping)
+    ids: list[list[int]]
+    first: list[int]  # unpatched greedy next token of each prompt
+    answered: list[tuple[bool, bool]]  # per pair: x answers its object, x' answers its object
+    kept: list[int]  # the pairs the sweep patches
+    stats: dict  # pairs, wrong_original, wrong_counterfactual, kept
+
+
+def answer_pairs(pairs, patcher: Patcher, tokenizer, settings: SweepSettings) -> AnsweredPairs:
+    """Build every pair's prompts and run them unpatched: which pairs the target answers on both sides.
+
+    A pair is kept when x and x' are both answered (their greedy next token starts their own object), or
+    always when ``settings.require_correct`` is off.
     """
-    patcher = Patcher(model, tokenizer)
-    n_layers = patcher.n_layers
-    for chunk in settings.chunks:
-        if max(chunk) >= n_layers:
-            raise ValueError(f"layer chunk {list(chunk)} goes past the target's {n_layers} layers")
     prompts, encodings = [], []
     for pair in pairs:
         options = tuple(pair.options) + ((settings.unknown_option,) if settings.unknown_option else ())
@@ -342,16 +350,44 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
     ids = [list(e.input_ids) for e in encodings]
     log.info("running %d prompts unpatched", len(ids))
     first = patcher.next_tokens(ids, batch_size=settings.batch_size)
-    kept, stats = [], {"pairs": len(pairs), "wrong_original": 0, "wrong_counterfactual": 0}
+    answered, kept = [], []
+    stats = {"pairs": len(pairs), "wrong_original": 0, "wrong_counterfactual": 0}
     for k, pair in enumerate(pairs):
         ok_x = _answers(tokenizer.decode(first[2 * k]), pair.original.object)
         ok_cf = _answers(tokenizer.decode(first[2 * k + 1]), pair.counterfactual.object)
+        answered.append((ok_x, ok_cf))
         stats["wrong_original"] += not ok_x
         stats["wrong_counterfactual"] += ok_x and not ok_cf
         if (ok_x and ok_cf) or not settings.require_correct:
             kept.append(k)
     stats["kept"] = len(kept)
     log.info("the target answers %d of %d pairs correctly on both sides", len(kept), len(pairs))
+    return AnsweredPairs(prompts, encodings, ids, first, answered, kept, stats)
+
+
+def patched_positions(x: Sequence[int], xc: Sequence[int]) -> list[tuple[int, int]]:
+    """(position in x, aligned position in x') of every patch of a pair: from the first token where the two
+    differ (earlier activations are identical, so a patch there changes nothing), aligned from the end."""
+    shared = common_prefix_length([x, xc])
+    delta = len(xc) - len(x)
+    # the counterfactual's subject may be shorter: a position with no aligned one in x' is not patched
+    return [(t, t + delta) for t in range(shared, len(x)) if t + delta >= shared]
+
+
+def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool = True) -> tuple[dict, dict]:
+    """Patch every (position, chunk) of every pair the target answers correctly.
+
+    `pairs` are objects with ``original`` / ``counterfactual`` facts (``subject``, ``template``, ``object``)
+    and the shared ``options``. Returns (columns of the sweep table, statistics about dropped pairs).
+    """
+    patcher = Patcher(model, tokenizer)
+    n_layers = patcher.n_layers
+    for chunk in settings.chunks:
+        if max(chunk) >= n_layers:
+            raise ValueError(f"layer chunk {list(chunk)} goes past the target's {n_layers} layers")
+    run = answer_pairs(pairs, patcher, tokenizer, settings)
+    prompts, encodings, ids, first, kept, stats = (run.prompts, run.encodings, run.ids, run.first, run.kept,
+                                                   run.stats)
     if not kept:
         raise ValueError(
             "the target answered no pair correctly without patching; change patching.prompt_format "
@@ -367,14 +403,10 @@ def patch_sweep(pairs, model, tokenizer, settings: SweepSettings, progress: bool
         x, xc = ids[2 * k], ids[2 * k + 1]
         shared = shared_of[k]
         skipped_prefix += shared
-        delta = len(xc) - len(x)
         tokens = [tokenizer.decode([t]) for t in x]
         types = token_types(prompts[2 * k], encodings[2 * k].offset_mapping, tokens,
                             pairs[k].original.object, pairs[k].counterfactual.object)
-        for t in range(shared, len(x)):
-            tc = t + delta
-            if tc < shared:
-                continue  # the counterfactual's subject is shorter: no aligned position
+        for t, tc in patched_positions(x, xc):
             for c, chunk in enumerate(settings.chunks):
                 # float32 mean of the chunk's layers (exact upcast of the compute dtype), on the CPU
                 vector = states[list(chunk), tc - shared].float().mean(dim=0)

@@ -1,17 +1,21 @@
-"""Activation similarity between an explainer model and the target (paper appendix B.2, Table 5).
+"""Activation similarity between an explainer model and the target (paper appendix B.2, Table 5, Figure 6).
 
 Both models read the same eval text; each target token is paired with the explainer token that holds its
 last character (tokenizers differ: Gemma-3 and SmolLM2 split text differently). The explainer's layer is
-the target's at the same relative depth (:func:`relative_layer`).
+the target's at the same relative depth (:func:`relative_layer`), or its input embedding for a projection
+aligned there (``align: input``).
 
-- Dot-product similarity: the mean cosine of ``P h^E`` and ``h^M`` over aligned tokens (the cosine, so that
-  models with different residual norms compare; the paper reports it as a percentage). ``P`` is the identity
-  when the hidden sizes match, otherwise a least-squares map from the explainer's space to the target's,
-  fitted on half of the sequences and evaluated on the other half (the paper's 70B row used a pre-trained
-  projection likewise).
+The comparison goes through the map the explainer reads the target's vectors with, Pi_l (target -> explainer,
+no bias, ``nn.Linear`` layout (d_E, d_M)): the identity when the hidden sizes match and no projection is
+configured; for Table 5 the pre-trained projection (least squares on the corpus's train sequences; the paper's
+Llama-3.1-70B row); for Figure 6 each run's own trained Pi_l, read from its checkpoint. No map is fitted on the
+text it is measured on.
+
+- Dot-product similarity: the mean cosine of ``Pi_l h^M`` and ``h^E`` over aligned tokens (the cosine, so
+  that models with different residual norms compare; the paper reports it as a percentage).
 - SAE activation-pattern similarity: for a feature v of the target, the Pearson correlation over the tokens
-  of each of its top exemplar windows of ``<P h^E, v>`` and ``<h^M, v>``, averaged over windows; reported as
-  mean and standard deviation over features.
+  of each of its top exemplar windows of ``<h^E, Pi_l v>`` and ``<h^M, v>``, averaged over windows; reported
+  as mean and standard deviation over features.
 """
 
 from __future__ import annotations
@@ -45,23 +49,12 @@ def align(target_ends: Sequence[int], explainer_offsets: Sequence[tuple[int, int
     return out
 
 
-def fit_projection(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3, bias: bool = True) -> torch.Tensor:
-    """Least-squares W (d_src + 1, d_tgt) with a bias row: [source, 1] @ W ~ target (ridge for stability);
-    (d_src, d_tgt) without the bias row when `bias` is False."""
+def fit_projection(source: torch.Tensor, target: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Least-squares W (d_src, d_tgt), no bias: source @ W ~ target (a small ridge for stability)."""
     x = source.double()
-    if bias:
-        x = torch.cat([x, torch.ones(source.shape[0], 1, dtype=torch.float64)], dim=1)
     gram = x.T @ x
     gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0], dtype=torch.float64)
     return torch.linalg.solve(gram, x.T @ target.double()).float()
-
-
-def apply_projection(w: torch.Tensor | None, h: torch.Tensor) -> torch.Tensor:
-    if w is None:
-        return h.float()
-    if w.shape[0] == h.shape[1]:
-        return h.float() @ w
-    return torch.cat([h.float(), torch.ones(h.shape[0], 1)], dim=1) @ w
 
 
 def aligned_activations(load: Callable[[int], torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int], explainer,
@@ -103,7 +96,7 @@ def pretrained_projections(load: Callable[[int], torch.Tensor], tokens: pl.DataF
     fit = torch.from_numpy(seq_of % 2 == 0)
     weights, stats = {}, {}
     for layer, (h_m, h_e) in pairs.items():
-        w = fit_projection(h_m[fit], h_e[fit], bias=False)  # (d_M, d_E)
+        w = fit_projection(h_m[fit], h_e[fit])  # (d_M, d_E)
         held = ~fit
         stats[layer] = {"explainer_layer": layer_map[layer], "fit_tokens": int(fit.sum()),
                         "eval_tokens": int(held.sum()), "r2": r_squared(h_m[held] @ w, h_e[held])}
@@ -137,41 +130,51 @@ def explainer_hidden(model, tokenizer, texts: Sequence[str], layers: Sequence[in
 def activation_similarity(target_hidden: Callable[[int], torch.Tensor], tokens: pl.DataFrame, seq_ids: Sequence[int],
                           explainer, explainer_tokenizer, layer_map: dict[int, int],
                           feature_windows: dict[int, list[tuple[np.ndarray, list[np.ndarray]]]],
-                          project: bool, batch_size: int = 16, progress: bool = True) -> list[dict]:
-    """Table 5 statistics per target layer (see the module docstring).
+                          projections: dict[int, torch.Tensor] | None = None, projection: str = "none",
+                          batch_size: int = 16, progress: bool = True) -> list[dict]:
+    """Table 5 / Figure 6 statistics per target layer (see the module docstring).
 
     `target_hidden(layer)`: the cached (n_tokens, d_M) target activations (rows of `tokens`), loaded one layer
-    at a time; `seq_ids`: the eval sequences both models read; `feature_windows`: layer -> [(v, [token-row
-    arrays of its windows])]. With a projection, both statistics use only sequences the projection was not
-    fitted on.
+    at a time; `seq_ids`: the eval sequences both models read; `layer_map`: target layer -> explainer layer
+    (:data:`INPUT_LAYER` for the input embedding); `feature_windows`: layer -> [(v, [token-row arrays of its
+    windows])]; `projections`: target layer -> Pi_l (d_E, d_M), or None for the identity (the hidden sizes
+    must then match); `projection`: how Pi_l was obtained, written into each result.
     """
-    pairs, seq_of, target_rows = aligned_activations(target_hidden, tokens, seq_ids, explainer,
-                                                     explainer_tokenizer, layer_map, batch_size, progress)
-    fit = seq_of % 2 == 0
+    pairs, _, target_rows = aligned_activations(target_hidden, tokens, seq_ids, explainer, explainer_tokenizer,
+                                                layer_map, batch_size, progress)
+    lookup = {int(r): i for i, r in enumerate(target_rows)}
     results = []
     for layer, e_layer in layer_map.items():
         h_m, h_e = pairs[layer]
-        w = fit_projection(h_e[torch.from_numpy(fit)], h_m[torch.from_numpy(fit)]) if project else None
-        held = torch.from_numpy(~fit) if project else torch.ones(len(fit), dtype=torch.bool)
-        mapped = apply_projection(w, h_e)
-        cos = torch.nn.functional.cosine_similarity(mapped[held], h_m[held], dim=-1).numpy()
-        held_np = held.numpy()
-        lookup = {int(r): i for i, r in enumerate(target_rows) if held_np[i]}
+        pi = None if projections is None else projections.get(layer)
+        if projections is not None and pi is None:
+            raise KeyError(f"no projection Pi_l for target layer {layer}; the projections cover "
+                           f"{sorted(projections)}")
+        if pi is None and h_m.shape[1] != h_e.shape[1]:
+            raise ValueError(f"the target's activations have {h_m.shape[1]} dimensions and the explainer's "
+                             f"{h_e.shape[1]}: measuring their similarity needs a projection Pi_l")
+        if pi is not None and tuple(pi.shape) != (h_e.shape[1], h_m.shape[1]):
+            raise ValueError(f"Pi_l of layer {layer} has shape {tuple(pi.shape)}; expected (explainer hidden "
+                             f"{h_e.shape[1]}, target hidden {h_m.shape[1]})")
+        pi = None if pi is None else pi.float()
+        mapped = h_m if pi is None else h_m @ pi.T  # Pi_l h^M, in the explainer's space
+        cos = torch.nn.functional.cosine_similarity(mapped, h_e, dim=-1).numpy()
         pattern = []
         for v, windows in feature_windows.get(layer, []):
             vt = torch.as_tensor(v, dtype=torch.float32)
+            ve = vt if pi is None else pi @ vt  # the direction the explainer sees: Pi_l v
             per_window = []
             for window in windows:
                 index = [lookup[int(r)] for r in window if int(r) in lookup]
                 if len(index) >= 4:
-                    per_window.append(_pearson((mapped[index] @ vt).numpy(), (h_m[index] @ vt).numpy()))
+                    per_window.append(_pearson((h_e[index] @ ve).numpy(), (h_m[index] @ vt).numpy()))
             per_window = [c for c in per_window if not math.isnan(c)]
             if per_window:
                 pattern.append(float(np.mean(per_window)))
         results.append({
-            "layer": layer, "explainer_layer": e_layer, "projection": "least squares" if project else "none",
-            "projection_r2": r_squared(mapped[held], h_m[held]) if project else None,
-            "tokens": int(held.sum()), "dot_mean": float(np.mean(cos)), "dot_sd": float(np.std(cos)),
+            "layer": layer, "explainer_layer": e_layer, "projection": projection,
+            "projection_r2": r_squared(mapped, h_e) if pi is not None else None,
+            "tokens": len(cos), "dot_mean": float(np.mean(cos)), "dot_sd": float(np.std(cos)),
             "features": len(pattern), "pattern_mean": float(np.mean(pattern)) if pattern else None,
             "pattern_sd": float(np.std(pattern)) if pattern else None})
     return results

@@ -107,15 +107,16 @@ def plot_similarity(points: pl.DataFrame, out: str | Path, title: str) -> None:
     plt.close(fig)
 
 
-def similarity_points(summary: pl.DataFrame, runs: Mapping[str, str], table5: pl.DataFrame, target: str) -> pl.DataFrame:
-    """Join each run's scores with its explainer's Table 5 similarities to `target` (runs whose explainer
-    Table 5 does not list are left out)."""
-    sims = table5.filter(pl.col("target") == target).select("explainer", "sae_pattern_similarity",
-                                                            "dot_product_similarity")
-    runs_frame = pl.DataFrame({"run": list(runs), "explainer": list(runs.values())})
+def similarity_points(summary: pl.DataFrame, similarities: pl.DataFrame) -> pl.DataFrame:
+    """Join each run's scores with its own activation similarity to the target: `similarities` has one row per
+    run (``paper_tables.table5`` of the runs' similarity records, plus a ``run`` column), each measured through
+    that run's trained Pi_l, so two runs of one explainer model get their own x."""
     scored = summary.filter(pl.col("n_train").is_null()).rename({"method": "run"})
-    out = scored.join(runs_frame, on="run").join(sims, on="explainer")
-    if out.height == 0:
-        raise ValueError(f"no run's explainer appears in Table 5 for target {target}; add the explainers to "
-                         "features.similarity.explainers")
-    return out.select("run", "explainer", "sae_pattern_similarity", "dot_product_similarity", "metric", "mean", "se")
+    out = scored.join(similarities.select("run", "explainer", "projection", "sae_pattern_similarity",
+                                          "dot_product_similarity"), on="run")
+    missing = sorted(set(scored["run"].to_list()) - set(out["run"].to_list()))
+    if missing:
+        raise ValueError(f"no activation similarity for the run(s) {missing}: each run needs "
+                         "results/<target>/features/similarity/runs/<run>.json")
+    return out.select("run", "explainer", "projection", "sae_pattern_similarity", "dot_product_similarity",
+                      "metric", "mean", "se")

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
+from introspect.names import CORRELATION_NOTES, check_correlation, is_selfie
 from introspect.schemas import TOKEN_TYPES
 
 log = logging.getLogger(__name__)
@@ -60,19 +61,67 @@ FEATURE_TABLE_LABELS = {"sae_judge": "SAE (judge)", "sae_simulator": "SAE (simul
                         "sae_distinct": "SAE distinct answers", "sae_exact": "SAE exact label"}
 
 
+def explainer_recipe(settings: dict, align: str = "depth", explainer_hidden: int | None = None) -> str:
+    """How a trained explainer reads v, against the paper's recipe, from its checkpoint's settings (the
+    ``settings`` of its explainer.json) and the run's `align` (what a pre-trained Pi_l was fitted onto).
+
+    The paper's: full fine-tuning of every weight (embeddings included), v written over the placeholder as it
+    is (no rescaling), no Pi_l between equal hidden sizes and a randomly initialised one between different
+    sizes; the paper also has LoRA runs (Pi_l trained by low-rank updates, its footnote 6) and a Pi_l
+    pre-trained onto the same relative depth. ``"paper"`` (with those variants named, e.g. ``"paper: LoRA"``)
+    when nothing else differs; otherwise ``"not the paper's: "`` and every difference, e.g. ``"not the
+    paper's: v rescaled to norm 3.21, embeddings frozen"``."""
+    other, variants = [], []
+    tuning, projection = settings.get("tuning", "full"), settings.get("projection", "none")
+    projection_tuning = settings.get("projection_tuning", "auto")
+    if tuning == "lora":
+        variants.append("LoRA")
+    elif not settings.get("train_embeddings", True):
+        other.append("embeddings frozen")
+    if projection != "none" and projection_tuning not in ("auto", tuning):
+        other.append("Pi_l trained in full under LoRA" if tuning == "lora" else "Pi_l trained by low-rank updates")
+    if projection == "random":
+        if explainer_hidden is not None and explainer_hidden == settings.get("target_hidden"):
+            other.append("random Pi_l between equal hidden sizes")
+        else:
+            variants.append("random Pi_l")
+    elif projection == "pretrained":
+        if align == "input":
+            other.append("Pi_l pre-trained onto the input embedding")
+        else:
+            variants.append("Pi_l pre-trained at the same depth")
+    norm = settings.get("vector_norm")
+    if norm is not None:
+        other.append(f"v rescaled to norm {norm:.3g}" if isinstance(norm, (int, float)) else
+                     f"v rescaled ({norm})")
+    details = other + variants
+    return ("not the paper's" if other else "paper") + (f": {', '.join(details)}" if details else "")
+
+
 def feature_table(scores: dict[str, pl.DataFrame], predictions: dict[str, pl.DataFrame], items: pl.DataFrame,
-                  names: dict[str, str], metrics: Sequence[str]) -> pl.DataFrame:
+                  names: dict[str, str], metrics: Sequence[str], n_train: dict[str, int | None] | None = None,
+                  recipes: dict[str, str | None] | None = None) -> pl.DataFrame:
     """Table 1 or Table 4: each method's per-item scores (long frames, in row order) as mean +- SE x 100 with
-    the paper's bold, plus its number of distinct answers and of exact gold labels on the held-out SAE items.
+    the paper's bold, plus its number of distinct answers and of exact gold labels on the held-out SAE items,
+    and n_invalid, the judge / simulator replies behind the table's columns that were not a valid answer (the
+    scores frames' ``n_invalid`` column, summed over the table's metrics).
 
     `names` maps a method to its row name (baselines get their display names); SelfIE, which has several
-    candidates per item (one per scale), has no single answer to count."""
-    long = pl.concat([df.with_columns(row=pl.lit(names.get(method, method))) for method, df in scores.items()])
+    candidates per item (one per scale), has no single answer to count. `n_train` and `recipes` (per method;
+    a method left out gets an empty cell) become the last columns, ``n_train`` (before n_invalid) and
+    ``recipe``: an explainer's training features and recipe (:func:`explainer_recipe`), a nearest-neighbour
+    baseline's bank size."""
+    missing = [method for method, df in scores.items() if "n_invalid" not in df.columns]
+    if missing:
+        raise ValueError(f"the scores of {', '.join(missing)} have no n_invalid column (written before invalid "
+                         "replies were counted); re-run their features_score jobs")
+    long = pl.concat([df.select("item_id", "metric", "value", pl.col("n_invalid").cast(pl.Int64))
+                      .with_columns(row=pl.lit(names.get(method, method))) for method, df in scores.items()])
     long = long.filter(pl.col("metric").is_in(list(metrics)))
     table = table1_frame(long.select("row", "item_id", "metric", "value"), metrics=metrics)
     diversity = []
     for method, df in predictions.items():
-        if method == "selfie":
+        if is_selfie(method):  # best of its scales: every scale's description is a candidate, not one answer
             continue
         counts = answer_diversity(df, items)
         log.info("%s: %d distinct answers, %d exact gold labels for %d held-out SAE features", method,
@@ -80,26 +129,48 @@ def feature_table(scores: dict[str, pl.DataFrame], predictions: dict[str, pl.Dat
         diversity.append({"row": names.get(method, method), "sae_distinct": counts["distinct"],
                           "sae_exact": counts["exact"]})
     counts = pl.DataFrame(diversity, schema={"row": pl.String, "sae_distinct": pl.Int64, "sae_exact": pl.Int64})
-    return table.join(counts, on="row", how="left", maintain_order="left")
+    invalid = long.group_by("row").agg(n_invalid=pl.col("n_invalid").sum().cast(pl.Int64))
+    about = pl.DataFrame({"row": [names.get(m, m) for m in scores], "n_train": [(n_train or {}).get(m) for m in scores],
+                          "recipe": [(recipes or {}).get(m) for m in scores]},
+                         schema={"row": pl.String, "n_train": pl.Int64, "recipe": pl.String})
+    table = (table.join(counts, on="row", how="left", maintain_order="left")
+             .join(invalid, on="row", how="left", maintain_order="left")
+             .with_columns(pl.col("n_invalid").fill_null(0))
+             .join(about, on="row", how="left", maintain_order="left"))
+    return table.select([c for c in table.columns if c not in ("n_invalid", "recipe")] + ["n_invalid", "recipe"])
 
 
 def write_feature_table(table: pl.DataFrame, csv_path: str, md_path: str, *, title: str, target: str, judge: str,
-                        simulator: str, metrics: Sequence[str], n_items: int) -> None:
-    """Write Table 1 or 4 (built by :func:`feature_table`) as CSV and Markdown, with its notes."""
+                        simulator: str, metrics: Sequence[str], n_items: int,
+                        correlation: str = "concatenated") -> None:
+    """Write Table 1 or 4 (built by :func:`feature_table`) as CSV and Markdown, with its notes; a table with
+    simulator columns names the simulator score's definition (`correlation`, features.simulator.correlation) in
+    its title and notes."""
     from introspect.reporting.tables import write_table
 
     simulated = any(m.endswith("_simulator") for m in metrics)
+    definition = CORRELATION_NOTES[check_correlation(correlation)]
     write_table(
         table, csv_path, md_path,
-        title=f"{title}: describing {target}'s features (mean ± SE x 100)",
+        title=f"{title}: describing {target}'s features (mean ± SE x 100"
+              + (f"; simulator score: {correlation}" if simulated else "") + ")",
         notes=[f"LM judge: {judge} backend"
-               + (f"; simulator: {simulator} backend, |Pearson| (as the authors compute it) on the held-out half "
-                  "of each item's exemplars" if simulated else "")
+               + (f"; simulator: {simulator} backend, score = {definition}, on the held-out half of each item's "
+                  "exemplars" if simulated else "")
                + ". SelfIE: the best of its scales per item (an upper bound, as in the paper). Bold: not significantly "
                "worse than the best row of the column (paired t-test, p >= 0.05). Distinct answers / exact label: "
                f"how many different descriptions a method gave for the {n_items} held-out SAE features and how "
                "many equal the gold label (case and spaces ignored); a trained explainer that answers the same "
-               "thing for every vector has 1."],
+               "thing for every vector has 1.",
+               "recipe: how an explainer reads v; paper = the paper's (full fine-tuning of every weight, v written "
+               "over the placeholder as it is, Pi_l only between different hidden sizes, randomly initialised; "
+               "its variants named: LoRA, Pi_l pre-trained at the same depth); not the paper's: what differs. "
+               "n_train: the training features an explainer was trained on (its checkpoint's count) or a "
+               "nearest-neighbour baseline searches (its bank: the table's training sample); empty for SelfIE "
+               "(untrained) and the gold labels.",
+               "n_invalid: judge and simulator replies behind the row's columns that were not a valid answer "
+               "(an item whose replies were all invalid scores 0); they are not cached, so re-running the scoring "
+               "job asks for them again."],
         labels=FEATURE_TABLE_LABELS,
     )
 
@@ -235,15 +306,30 @@ def table6(datasets: dict[str, pl.DataFrame]) -> pl.DataFrame:
     return table.with_columns(shown).select("target", "split", "token_type", "layer", "unchanged", "changed")
 
 
+TABLE7_COLUMNS = ("target", "split", "changed", "unchanged", "hint_differs", "switched", "switch_rate")
+
+
 def table7(datasets: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """Changed / unchanged counts per target and split (the paper's Table 7)."""
+    """Counts per target and split of the balanced hint data (the paper's Table 7), and the switch rate.
+
+    changed / unchanged: rows whose hinted answer differs from / equals the unhinted one (the paper's columns).
+    hint_differs: rows whose hint letter is not the unhinted answer, the switch rate's denominator; switched:
+    those of them whose hinted answer is the hint letter; switch_rate = switched / hint_differs (null when no
+    hint differs). A hint equal to the unhinted answer is left out of both: the answer cannot switch to it."""
+    differs = pl.col("hint_letter") != pl.col("answer_plain")
     frames = [
         df.group_by("split")
         .agg(changed=pl.col("has_changed").sum().cast(pl.Int64),
-             unchanged=(~pl.col("has_changed")).sum().cast(pl.Int64))
+             unchanged=(~pl.col("has_changed")).sum().cast(pl.Int64),
+             hint_differs=differs.sum().cast(pl.Int64),
+             switched=(differs & (pl.col("answer_hinted") == pl.col("hint_letter"))).sum().cast(pl.Int64))
         .with_columns(pl.lit(target).alias("target"))
         for target, df in datasets.items()
     ]
     table = pl.concat(frames).with_columns(
-        pl.col("split").replace_strict({"train": 0, "test": 1}, return_dtype=pl.Int64).alias("_split"))
-    return table.sort(["target", "_split"]).select("target", "split", "changed", "unchanged")
+        pl.col("split").replace_strict({"train": 0, "test": 1}, return_dtype=pl.Int64).alias("_split"),
+        pl.when(pl.col("hint_differs") > 0)
+        .then((pl.col("switched") / pl.col("hint_differs")).round(4))
+        .otherwise(None).alias("switch_rate"),
+    )
+    return table.sort(["target", "_split"]).select(*TABLE7_COLUMNS)

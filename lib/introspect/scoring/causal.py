@@ -10,7 +10,7 @@ every metric and counted, never dropped and never a crash):
   statement's wording is not compared, so an untrained explainer that writes "The output would change to
   <<<X>>>." (as F.2/F.3 tell it to) is credited like the trained template;
 - content match: the parsed contents are equal (after ``strip()``; case-sensitive);
-- has-changed F1: macro F1 over the classes changed / unchanged (``has_changed_f1``).
+- has-changed F1: macro F1 over the two classes changed and unchanged, always both (``has_changed_f1``).
 """
 
 from __future__ import annotations
@@ -58,31 +58,33 @@ def _gold_bools(gold: Sequence[bool] | np.ndarray) -> np.ndarray:
 
 
 def _macro_f1(codes: np.ndarray, gold: np.ndarray) -> float:
-    """Macro F1 over changed/unchanged from int8 prediction codes and bool golds."""
+    """Macro F1 over changed/unchanged from int8 prediction codes and bool golds (see has_changed_f1)."""
     if codes.shape != gold.shape:
         raise ValueError(f"{codes.shape[0]} predictions but {gold.shape[0]} gold labels")
     if codes.size == 0:
         raise ValueError("has-changed F1 of zero items is undefined")
     scores = []
-    for cls in (1, 0):
+    for cls in (1, 0):  # always both classes, present in gold or not
         g = gold == bool(cls)
         p = codes == cls
         tp = int(np.sum(p & g))
         fp = int(np.sum(p & ~g))
         fn = int(np.sum(g & ~p))  # includes unparseable predictions of gold class `cls`
-        if not g.any() and not p.any():
-            continue  # class absent from gold and never predicted: not part of the average
-        scores.append(2 * tp / (2 * tp + fp + fn))
-    return float(np.mean(scores)) if scores else 0.0
+        denominator = 2 * tp + fp + fn
+        scores.append(2 * tp / denominator if denominator else 0.0)  # absent and never predicted: 0
+    return float(np.mean(scores))
 
 
 def has_changed_f1(pred: Sequence[bool | None], gold: Sequence[bool]) -> float:
     """Macro F1 over changed/unchanged, in [0, 1]; an unparseable prediction (None) counts as wrong.
 
-    A None prediction is a false negative for its gold class and a false positive for neither class.
-    The average runs over the classes that occur in gold or in the (parseable) predictions, like
-    scikit-learn's default label set; a class predicted but absent from gold scores F1 = 0 (there
-    ``zero_division=0`` and ours agree). If every prediction is None the F1 is 0.
+    The mean of the two classes' F1 = 2 TP / (2 TP + FP + FN), always over both classes, as the paper
+    defines the metric (section 5.1), whichever classes the gold labels contain. A None prediction is a
+    false negative for its gold class and a false positive for neither class. A class absent from gold
+    scores 0: F1 = 0 when it is predicted (FP > 0) and, by our convention, also when it is never predicted
+    (0/0 taken as 0, scikit-learn's ``f1_score(labels=[True, False], average="macro", zero_division=0)``).
+    So a test set with a single gold class scores at most 50, even for perfect predictions: the metric
+    says how well an explainer separates the two outcomes, and such a set cannot show that.
     """
     return _macro_f1(_changed_codes(pred), _gold_bools(gold))
 

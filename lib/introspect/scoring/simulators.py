@@ -1,10 +1,17 @@
 """Simulation scoring of feature descriptions (paper section 2.2, equation 2).
 
 A simulator reads a description E of a feature ("mentions of cats") and a context x, and predicts the
-feature's activation at every token of x. The description's score is the Pearson correlation between
-predicted and true activations over the *concatenated* tokens of all scored exemplars (not a mean of
-per-exemplar correlations), with the true activations clipped at 0 (:func:`simulation_score`). The score
-is signed; the authors report its absolute value in their tables, which is the caller's choice.
+feature's activation at every token of x. The description's score (:func:`simulation_score`, true
+activations clipped at 0) is one of two definitions, the simulator's `correlation` (config
+``features.simulator.correlation``):
+
+- ``concatenated`` (default): one Pearson correlation over the concatenated tokens of all scored exemplars,
+  as the authors' evaluation code computes it (it produced the paper's numbers);
+- ``per_exemplar``: equation 2 as printed, E_x[corr_t(a, a_hat)]: a Pearson correlation per exemplar,
+  averaged over the exemplars where it is defined (neither side constant; a random window where the feature
+  never fires has no correlation).
+
+The score is signed; the authors report its absolute value in their tables, which is the caller's choice.
 
 :class:`OpenAISimulator` prompts any OpenAI-compatible chat-completions server "all at once": one request
 per (description, exemplar). The prompt (:func:`simulation_messages`, written for this project) lists
@@ -22,7 +29,9 @@ and an index may end in ``.``, ``:`` or ``)``. The reply is *invalid* when any i
 repeated, an index is out of range, or a value is not an integer in 0..10; so is a body that is not a
 chat completion. An invalid reply gives ``None`` for that exemplar, is counted in
 ``OpenAISimulator.invalid_replies`` and logged, never raised; :meth:`Simulator.score` uses only the valid
-exemplars and returns nan when none is valid.
+exemplars and returns nan when none is valid. Invalid replies are not cached: a re-run asks the server again
+(:mod:`introspect.clients.openai_compatible`), and :meth:`Simulator.score_calls_counted` says how many replies
+behind each score were invalid.
 
 Requests go through :mod:`introspect.clients.openai_compatible` (cache, retries, key redaction), at most
 ``concurrency`` in flight at once: :meth:`OpenAISimulator.predict` sends one description's exemplars as one
@@ -43,13 +52,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from introspect.clients.openai_compatible import DEFAULT_CONCURRENCY, CachedChatClient, ClientError, completion_content
+from introspect.names import CORRELATIONS, check_correlation
+from introspect.clients.openai_compatible import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    CachedChatClient,
+    ClientError,
+    completion_content,
+)
 
 log = logging.getLogger(__name__)
 
 
 MAX_VALUE = 10
-
 
 SYSTEM_PROMPT = f"""\
 You predict how strongly one feature of a language model's internal activations fires on each token \
@@ -81,26 +97,46 @@ class Exemplar:
                              "give one activation per token")
 
 
-def simulation_score(predicted: Sequence[Sequence[float]], exemplars: Sequence[Exemplar]) -> float:
-    """Pearson correlation of predicted and true (clipped at 0) activations over all tokens concatenated.
+def _pearson(pred: np.ndarray, true: np.ndarray) -> float:
+    """Pearson correlation of two equal-length vectors; nan when either is constant or shorter than 2."""
+    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
+        return math.nan
+    return float(np.corrcoef(pred, true)[0, 1])
 
-    nan when either side is constant (or there are fewer than two tokens): no correlation is defined.
+
+def simulation_score(predicted: Sequence[Sequence[float]], exemplars: Sequence[Exemplar],
+                     correlation: str = "concatenated") -> float:
+    """Correlation of predicted and true (clipped at 0) activations (module docstring):
+
+    - ``concatenated``: one Pearson correlation over all tokens concatenated; nan when either side is constant
+      (or there are fewer than two tokens);
+    - ``per_exemplar``: the mean of each exemplar's Pearson correlation over the exemplars where it is defined;
+      nan when it is defined for none.
     """
+    check_correlation(correlation)
     if len(predicted) != len(exemplars):
         raise ValueError(f"{len(predicted)} predictions for {len(exemplars)} exemplars; give one per exemplar")
     for i, (pred, ex) in enumerate(zip(predicted, exemplars)):
         if len(pred) != len(ex.tokens):
             raise ValueError(f"prediction for exemplar {i} has {len(pred)} values but the exemplar has "
                              f"{len(ex.tokens)} tokens; predict one value per token")
+    if correlation == "per_exemplar":
+        values = [_pearson(np.asarray(p, dtype=np.float64), np.maximum(np.asarray(ex.activations, np.float64), 0.0))
+                  for p, ex in zip(predicted, exemplars)]
+        defined = [v for v in values if not math.isnan(v)]
+        return float(np.mean(defined)) if defined else math.nan
     pred = np.array([v for p in predicted for v in p], dtype=np.float64)
     true = np.maximum(np.array([a for ex in exemplars for a in ex.activations], dtype=np.float64), 0.0)
-    if pred.size < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0:
-        return math.nan
-    return float(np.corrcoef(pred, true)[0, 1])
+    return _pearson(pred, true)
 
 
 class Simulator(abc.ABC):
-    """Maps (description, exemplars) to predicted per-token activations; ``None`` marks an invalid prediction."""
+    """Maps (description, exemplars) to predicted per-token activations; ``None`` marks an invalid prediction.
+
+    `correlation` (an instance attribute set by the backends' constructors; default ``concatenated``) is the
+    score's definition (module docstring)."""
+
+    correlation: str = "concatenated"
 
     @abc.abstractmethod
     def predict(self, description: str, exemplars: Sequence[Exemplar]) -> list[list[float] | None]:
@@ -108,7 +144,7 @@ class Simulator(abc.ABC):
 
     def score(self, description: str, exemplars: Sequence[Exemplar]) -> float:
         """Simulation score of `description` over the exemplars with a valid prediction (nan if none)."""
-        return score_valid(self.predict(description, exemplars), exemplars)
+        return score_valid(self.predict(description, exemplars), exemplars, self.correlation)
 
     def score_many(self, descriptions: Sequence[str], exemplars: Sequence[Exemplar]) -> "np.ndarray":
         """Score of each description on the same exemplars (backends may do this faster than one by one)."""
@@ -117,15 +153,22 @@ class Simulator(abc.ABC):
     def score_calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]) -> list["np.ndarray"]:
         """:meth:`score_many` of each (descriptions, exemplars) call; a remote backend sends the requests of all
         the calls as one concurrent batch, so that `concurrency` is reached even when each call is small."""
-        return [self.score_many(d, e) for d, e in calls]
+        return self.score_calls_counted(calls)[0]
+
+    def score_calls_counted(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]
+                            ) -> tuple[list["np.ndarray"], list[int]]:
+        """:meth:`score_calls`, and for each call the number of invalid replies behind its scores (one per
+        description and exemplar that got no valid prediction; 0 for a backend that always predicts)."""
+        return [self.score_many(d, e) for d, e in calls], [0] * len(calls)
 
 
-def score_valid(predicted: Sequence[Sequence[float] | None], exemplars: Sequence[Exemplar]) -> float:
+def score_valid(predicted: Sequence[Sequence[float] | None], exemplars: Sequence[Exemplar],
+                correlation: str = "concatenated") -> float:
     """:func:`simulation_score` over the exemplars whose prediction is not None (nan if none is)."""
     pairs = [(p, ex) for p, ex in zip(predicted, exemplars) if p is not None]
     if not pairs:
         return math.nan
-    return simulation_score([p for p, _ in pairs], [ex for _, ex in pairs])
+    return simulation_score([p for p, _ in pairs], [ex for _, ex in pairs], correlation)
 
 
 def simulation_messages(description: str, tokens: Sequence[str]) -> list[dict[str, str]]:
@@ -165,15 +208,15 @@ class OpenAISimulator(Simulator):
     """
 
     def __init__(self, model: str, *, cache_dir: str | Path, base_url: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = 3, timeout: float = 30.0,
-                 concurrency: int = DEFAULT_CONCURRENCY, temperature: float = 0.0) -> None:
-        if max_retries < 0 or timeout <= 0:
-            raise ValueError("OpenAISimulator needs max_retries >= 0 and timeout > 0")
+                 api_key_env: str | None = "OPENAI_API_KEY", max_retries: int = DEFAULT_MAX_RETRIES,
+                 timeout: float = DEFAULT_TIMEOUT, concurrency: int = DEFAULT_CONCURRENCY, temperature: float = 0.0,
+                 correlation: str = "concatenated") -> None:
         self.model, self.temperature = model, temperature
+        self.correlation = check_correlation(correlation)
         self.client = CachedChatClient(model, cache_dir=cache_dir, base_url=base_url, api_key_env=api_key_env,
                                        max_retries=max_retries, timeout=timeout, concurrency=concurrency,
                                        role="simulator", error=SimulatorError)
-        self.invalid_replies = 0  # exemplars whose reply (fresh or cached) could not be parsed
+        self.invalid_replies = 0  # exemplars whose reply could not be parsed (such replies are never cached)
         self._lock = threading.Lock()
 
     @property
@@ -206,27 +249,36 @@ class OpenAISimulator(Simulator):
         in one concurrent batch; the same scores as :meth:`score` one description at a time."""
         return self.score_calls([(descriptions, exemplars)])[0]
 
-    def score_calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]) -> list[np.ndarray]:
-        """:meth:`score_many` of every call, all their requests in one concurrent batch (same scores)."""
+    def score_calls_counted(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]
+                            ) -> tuple[list[np.ndarray], list[int]]:
+        """:meth:`score_many` of every call, all their requests in one concurrent batch (same scores), and each
+        call's number of invalid replies."""
         predictions = self._predict_calls(calls)
-        return [np.array([score_valid(p, exemplars) for p in per_description], dtype=np.float64)
-                for per_description, (_, exemplars) in zip(predictions, calls)]
+        scores = [np.array([score_valid(p, exemplars, self.correlation) for p in per_description], dtype=np.float64)
+                  for per_description, (_, exemplars) in zip(predictions, calls)]
+        invalid = [sum(p is None for per_exemplar in per_description for p in per_exemplar)
+                   for per_description in predictions]
+        return scores, invalid
 
     def _predict_calls(self, calls: Sequence[tuple[Sequence[str], Sequence[Exemplar]]]
                        ) -> list[list[list[list[float] | None]]]:
         """Per call, per description, per exemplar, the parsed prediction (None if invalid), from one batch."""
         keys = [(c, d, i) for c, (descriptions, exemplars) in enumerate(calls)
                 for d in range(len(descriptions)) for i in range(len(exemplars))]
-        replies = self.client.replies([self.request(calls[c][0][d], calls[c][1][i]) for c, d, i in keys])
+        sizes = [len(calls[c][1][i].tokens) for c, _, i in keys]
+
+        def valid(n: int, body: str) -> bool:  # an invalid reply is not cached: a re-run asks again
+            return parse_reply(completion_content(body), sizes[n]) is not None
+
+        replies = self.client.replies([self.request(calls[c][0][d], calls[c][1][i]) for c, d, i in keys], valid)
         out = [[[] for _ in descriptions] for descriptions, _ in calls]
-        for (c, d, i), (body, path) in zip(keys, replies):
-            exemplars = calls[c][1]
-            values = parse_reply(completion_content(body), len(exemplars[i].tokens))
+        for (c, d, i), size, (body, path) in zip(keys, sizes, replies):
+            values = parse_reply(completion_content(body), size)
             if values is None:  # counted and logged in input order, as one request at a time would
                 with self._lock:
                     self.invalid_replies += 1
-                log.warning("invalid simulator reply for exemplar %d of %r (reply stored in %s)",
-                            i, calls[c][0][d], path)
+                log.warning("invalid simulator reply for exemplar %d of %r (kept in %s; not cached, a re-run asks "
+                            "again)", i, calls[c][0][d], path)
             out[c][d].append(values)
         return out
 
@@ -263,7 +315,8 @@ class FinetunedSimulator(Simulator):
 
     def __init__(self, model_dir_or_id: str, *, device: str = "cpu",
                  dtype: str = "bfloat16", batch_size: int = 8, max_tokens: int | None = None,
-                 model: Any = None, tokenizer: Any = None) -> None:
+                 model: Any = None, tokenizer: Any = None, correlation: str = "concatenated") -> None:
+        self.correlation = check_correlation(correlation)
         if batch_size < 1 or (max_tokens is not None and max_tokens < 1):
             raise ValueError("FinetunedSimulator needs batch_size >= 1 and max_tokens >= 1 (or None)")
         if (model is None) != (tokenizer is None):
@@ -392,22 +445,26 @@ def simulator_device(settings: dict, device: str, rule: str | None = None) -> st
 
 
 def simulator_from_config(settings: dict, cache_dir: str, device: str = "cpu"):
-    """The simulator of features.simulator: embedding (offline), openai or finetuned.
+    """The simulator of features.simulator: embedding (offline), openai or finetuned, scoring with the
+    definition of its `correlation` key (default concatenated).
 
     `device` (already resolved, e.g. by :func:`introspect.models.loading.resolve_device`) is where the
     finetuned simulator is loaded and run; the other backends ignore it.
     """
     backend = settings["backend"]
+    correlation = settings.get("correlation", CORRELATIONS[0])
     if backend == "embedding":
         from introspect.scoring.embedding import EmbeddingSimulator
 
-        return EmbeddingSimulator()
+        return EmbeddingSimulator(correlation=correlation)
     if backend == "openai":
         return OpenAISimulator(settings["model"], cache_dir=cache_dir, base_url=settings.get("base_url"),
                                api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"),
-                               concurrency=settings.get("concurrency", DEFAULT_CONCURRENCY))
+                               concurrency=settings.get("concurrency", DEFAULT_CONCURRENCY),
+                               max_retries=settings.get("max_retries", DEFAULT_MAX_RETRIES),
+                               timeout=settings.get("timeout", DEFAULT_TIMEOUT), correlation=correlation)
     if backend == "finetuned":
         return FinetunedSimulator(settings["model"], device=device,
                                   dtype=settings.get("dtype", "bfloat16"),
-                                  batch_size=settings.get("batch_size", 8))
+                                  batch_size=settings.get("batch_size", 8), correlation=correlation)
     raise ValueError(f"features.simulator.backend: unknown backend {backend!r}; use embedding, openai or finetuned")

@@ -502,15 +502,28 @@ def _text(record: Mapping[str, Any], field: str, where: str, context: str) -> st
 
 def load_questions(backend: str, *, path: str | Path | None = None, dataset: str | None = None,
                    subjects: Sequence[str] | None = None, split: str = "test", n: int | None = None,
-                   seed: int = 0) -> list[Question]:
+                   per_subject: int | None = None, seed: int = 0) -> list[Question]:
     """Questions from a backend: 'builtin', 'files' (an MMLU CSV folder or a question file) or 'hf'.
 
     With `n`, at most `n` questions: the builtin generator makes `n` (or all it can); other backends
-    keep a seeded subsample of `n`, in their original order. `path` is read by 'files', `dataset` by 'hf',
-    `subjects` and `split` by both; the builtin generator has its own families and takes none of them.
+    keep a seeded subsample of `n`, in their original order, drawn from all subjects pooled (so a subject's
+    share follows its size). With `per_subject` ('files' and 'hf' only; not together with `n`), exactly
+    that many from every subject instead (:func:`sample_per_subject`); a subject with fewer is an error.
+    `path` is read by 'files', `dataset` by 'hf', `subjects` and `split` by both; the builtin generator has
+    its own families and takes none of them.
     """
     if n is not None and n < 0:
         raise QuestionsError(f"n must be >= 0 (or None for all questions), got {n}")
+    if per_subject is not None:
+        if isinstance(per_subject, bool) or not isinstance(per_subject, int) or per_subject < 1:
+            raise QuestionsError(f"per_subject must be an integer >= 1 (or None), got {per_subject!r}")
+        if n is not None:
+            raise QuestionsError(f"n={n} and per_subject={per_subject} are both set; set one of them and leave "
+                                 "the other null (n: a pooled sample over all subjects; per_subject: that many "
+                                 "questions from each subject)")
+        if backend == "builtin":
+            raise QuestionsError("per_subject applies to MMLU subjects (the 'files' and 'hf' backends); the "
+                                 "builtin generator mixes its own families evenly: use n instead")
     if backend == "builtin":
         capacity = builtin_capacity()
         wanted = DEFAULT_BUILTIN if n is None else n
@@ -530,12 +543,37 @@ def load_questions(backend: str, *, path: str | Path | None = None, dataset: str
         questions = load_mmlu_hf(dataset or DEFAULT_HF_DATASET, subjects, split)
     else:
         raise QuestionsError(f"unknown question backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    if per_subject is not None:
+        return sample_per_subject(questions, per_subject, seed, str(path) if backend == "files" else
+                                  f"{dataset or DEFAULT_HF_DATASET} [{split}]")
     if n is None or n >= len(questions):
         if n is not None and n > len(questions):
             log.warning("only %d questions are available; %d were asked for", len(questions), n)
         return questions
     keep = sorted(random.Random(f"{seed}:subsample").sample(range(len(questions)), n))
     return [questions[i] for i in keep]
+
+
+def sample_per_subject(questions: Sequence[Question], k: int, seed: int = 0,
+                       where: str = "questions") -> list[Question]:
+    """`k` questions of every subject, in their original order: a seeded sample per subject.
+
+    Each subject's sample depends only on (seed, subject, that subject's questions), so adding or removing
+    another subject leaves it unchanged. A subject with fewer than `k` questions is an error that names
+    every such subject and its count (no silent cap: each subject would otherwise weigh differently)."""
+    by_subject: dict[str, list[int]] = {}
+    for i, question in enumerate(questions):
+        by_subject.setdefault(question.subject, []).append(i)
+    short = {subject: len(indices) for subject, indices in by_subject.items() if len(indices) < k}
+    if short:
+        listed = ", ".join(f"{subject} ({count})" for subject, count in sorted(short.items()))
+        raise QuestionsError(f"{where}: per_subject={k}, but {len(short)} subject(s) have fewer questions: "
+                             f"{listed}; lower per_subject to at most {min(short.values())}, or leave those "
+                             "subjects out (subjects: [...])")
+    keep: list[int] = []
+    for subject, indices in by_subject.items():
+        keep += random.Random(f"{seed}:per_subject:{subject}").sample(indices, k)
+    return [questions[i] for i in sorted(keep)]
 
 
 def _of_subjects(questions: list[Question], subjects: Sequence[str] | None, where: str) -> list[Question]:
