@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml requirements/models-nodeps.txt
 install: $(STAMP)
 
 run: $(STAMP)
+	# the config's YAML errors with file and line (Snakemake names neither for a --configfile), then every check
+	$(BIN)/introspect check-config $(CONFIG)
 	$(BIN)/snakemake --configfile $(CONFIG) --cores all $(TARGET)
 
 test: $(STAMP)

@@ -18,6 +18,14 @@ sys.path.insert(0, LIB)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (LIB, os.getenv("PYTHONPATH")) if p))
 
 from introspect.config import ConfigError, check_config
+from introspect.configfiles import ConfigFileError, check_config_files
+
+# Snakemake's own reading of a config file names no line for a syntax error and keeps the last of a key
+# written twice: read them strictly first (config.yaml before Snakemake does, --configfile ones after).
+try:
+    check_config_files([p for p in ["config.yaml", *workflow.overwrite_configfiles] if Path(p).exists()])
+except ConfigFileError as err:
+    raise WorkflowError(str(err)) from None
 
 
 configfile: "config.yaml"
@@ -28,7 +36,7 @@ report: "report/workflow.rst"
 
 
 try:
-    check_config(config, schema_path=Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+    check_config(config, schema_path=Path(workflow.basedir) / "schemas" / "config.schema.yaml", root=Path.cwd())
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 

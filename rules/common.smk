@@ -13,6 +13,20 @@ MODELS = model_specs(config)
 SIZER = Sizer(config, root=workflow.basedir)
 
 
+def logits_check(model, key):
+    """materialise.<key> (check_prompt, logits_atol) for a model whose conversion is checked against its GGUF
+    (gguf_wheel), else None: editing the check re-runs only the models it checks."""
+    return config["materialise"][key] if MODELS[model].source == "gguf_wheel" else None
+
+
+def forward_batch(task):
+    """<task>.batch_size, the prompts per forward pass of a sweep or hint run, as a resource, not a param: in
+    float32 it changes the speed, not the outputs (the same tables: tests/groundtruth), so editing it re-runs
+    nothing. In bfloat16 another batch shape can flip a near-tied answer: delete the outputs to re-run them.
+    The job reads it from `snakemake.resources.forward_batch`."""
+    return int(config[task]["batch_size"])
+
+
 def model_spec(name):
     """The registry fields that shape a materialised model, as params (editing them re-runs its jobs)."""
     spec = MODELS[name].to_dict()

@@ -42,7 +42,6 @@ rule hints_run:
         code=library_code("hints_run"),
         hint_format=lambda wc: config["hints"]["targets"][wc.target]["hint_format"],
         chat=lambda wc: config["hints"]["targets"][wc.target].get("chat", True),
-        batch_size=config["hints"]["batch_size"],
         seed=config["seed"],
         device=config["compute"]["device"],
         dtype=compute_dtype("hints_run"),
@@ -53,6 +52,7 @@ rule hints_run:
     threads: sized_threads("hints_run")
     resources:
         **sized("hints_run", models=lambda wc: [wc.target]),
+        forward_batch=forward_batch("hints"),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -35,8 +35,8 @@ rule materialise_model:
     params:
         code=library_code("materialise_model"),
         spec=lambda wc: model_spec(wc.model),
-        check_prompt=config["materialise"]["check_prompt"],
-        logits_atol=config["materialise"]["logits_atol"],
+        check_prompt=lambda wc: logits_check(wc.model, "check_prompt"),
+        logits_atol=lambda wc: logits_check(wc.model, "logits_atol"),
     log:
         "logs/materialise_model/{model}.log",
     benchmark:

@@ -45,7 +45,6 @@ rule patching_sweep:
         unknown_option=config["patching"].get("unknown_option", "unknown"),
         require_correct=config["patching"].get("require_correct", True),
         chunks=lambda wc: patching_chunks(wc.target),
-        batch_size=config["patching"]["batch_size"],
         device=config["compute"]["device"],
         dtype=compute_dtype("patching_sweep"),
     log:
@@ -55,6 +54,7 @@ rule patching_sweep:
     threads: sized_threads("patching_sweep")
     resources:
         **sized("patching_sweep", models=lambda wc: [wc.target]),
+        forward_batch=forward_batch("patching"),
     conda:
         "../envs/introspect.yaml"
     script:

@@ -90,9 +90,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self._send(404, b'{"error": {"message": "no such route"}}')
         if isinstance(action, int):
             return self._send(action, json.dumps({"error": {"message": f"stub status {action}"}}).encode())
-        if action == "echo-key":
+        if action in ("echo-key", "echo-key-500"):  # a server that repeats the Authorization header in its error
             message = f"invalid credentials: {self.headers.get('Authorization')}"
-            return self._send(401, json.dumps({"error": {"message": message}}).encode())
+            status = 401 if action == "echo-key" else 500
+            return self._send(status, json.dumps({"error": {"message": message}}).encode())
         if action == "slow":
             time.sleep(1.0)
         if action == "garbage":

@@ -40,6 +40,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
     feature_windows, seqs = {}, set()
     for layer in params.layers:
         items = test.filter(test["layer"] == layer).head(params.similarity["n_features"])
+        if items.height < params.similarity["n_features"]:  # no silent cap: Table 5 would average fewer items
+            raise ValueError(f"features.similarity.n_features: {params.similarity['n_features']} features asked "
+                             f"for layer {layer}, but the test split holds {items.height}; lower n_features")
         entries = []
         for vector, window_ids, kinds in items.select("vector", "windows", "kinds").iter_rows():
             top = [w for w, k in zip(window_ids, kinds) if k == "top"][:3]

@@ -16,8 +16,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
                                                    rule=snakemake.rule, gpus="hints")  # noqa: F821
     log.info("hint runs on %s", device)
     questions = read_table(snakemake.input.questions, "hints_questions")  # noqa: F821
-    settings = HintSettings(hint_format=params.hint_format, chat=params.chat, batch_size=params.batch_size,
-                            seed=params.seed)
+    settings = HintSettings(hint_format=params.hint_format, chat=params.chat, seed=params.seed,
+                            batch_size=snakemake.resources.forward_batch)  # noqa: F821 (a resource: re-runs nothing)
     runs = run_hints(questions, model, tokenizer, settings)
     write_table(runs, snakemake.output.runs, "hints_runs")  # noqa: F821
     stats = run_stats(runs)

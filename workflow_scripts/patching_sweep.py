@@ -21,7 +21,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821 (injected by Snakemake)
         prompt_format=params.prompt_format,
         chat=params.chat,
         chunks=tuple(map(tuple, params.chunks)),
-        batch_size=params.batch_size,
+        batch_size=snakemake.resources.forward_batch,  # noqa: F821 (a resource: editing it re-runs nothing)
         unknown_option=params.unknown_option,
         require_correct=params.require_correct,
         prefix=params.prefix,

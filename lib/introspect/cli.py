@@ -1,4 +1,5 @@
-"""``introspect describe``: apply a trained feature explainer to a new vector (how a user uses the result).
+"""``introspect describe``: apply a trained feature explainer to a new vector (how a user uses the result);
+``introspect check-config FILE``: check a config file as the workflow does, with the line of a YAML error.
 
 Either give the vector(s) directly::
 
@@ -23,14 +24,18 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a command needs it: check-config runs without it
+    import torch
 
 log = logging.getLogger("introspect.cli")
 
 
 def read_vectors(path: str | Path, key: str | None = None) -> torch.Tensor:
     """(n, d) float32 vectors from a .safetensors / .npy / .pt file."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"vector file {path} does not exist")
@@ -104,6 +109,26 @@ def describe_vectors(checkpoint: str | Path, vectors: torch.Tensor, layer: int, 
     return predict(explainer, data, batch_size=16, max_new_tokens=max_new_tokens)
 
 
+def check_config_command(files: list[str]) -> int:
+    """`introspect check-config`: 0 when every file is valid, 2 (problems on stderr) otherwise."""
+    from introspect.config import ConfigError, check_config
+    from introspect.configfiles import ConfigFileError, read_config_file
+
+    status = 0
+    for name in files:
+        try:
+            check_config(read_config_file(name), root=Path.cwd())
+        except ConfigFileError as err:
+            print(f"introspect check-config: {err}", file=sys.stderr)
+            status = 2
+        except ConfigError as err:
+            print(f"introspect check-config: {name}: {err}", file=sys.stderr)
+            status = 2
+        else:
+            print(f"{name}: valid")
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(prog="introspect", description="Tools around the introspect workflow's results.")
     commands = top.add_subparsers(dest="command", required=True)
@@ -121,8 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object per vector")
+    check = commands.add_parser(
+        "check-config", help="check config files as the workflow does (YAML errors with their line)",
+        description="Read each file strictly (syntax errors and keys written twice, with file:line:column), "
+                    "then check it against schemas/config.schema.yaml and its cross-references, as "
+                    "`snakemake -n --configfile FILE` does. Exit status 0 when every file is valid.")
+    check.add_argument("files", nargs="+", help="config files (config.yaml, configs/*.yaml or your own)")
     args = top.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command == "check-config":
+        return check_config_command(args.files)
 
     from introspect.models.loading import resolve_device
 

@@ -6,6 +6,10 @@ run at start-up instead of an hour into it.
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import string
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -49,6 +53,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "type":
         return f"{where}: {error.instance!r} is not of type {error.validator_value}"
+    if error.validator == "pattern":
+        if re.fullmatch(r"(?:\\.|[\w ])*", error.validator_value):  # an escaped literal such as \{letter\}
+            literal = re.sub(r"\\(.)", r"\1", error.validator_value)
+            return f"{where}: {error.instance!r} must contain {literal!r}"
+        return f"{where}: {error.instance!r} does not match the pattern {error.validator_value!r}"
     if error.validator == "required":
         return f"{where}: {error.message}"
     if error.validator in ("oneOf", "anyOf") and error.context:
@@ -234,11 +243,198 @@ def _feature_table_problems(key: str, section: dict, features: dict, models: dic
     return problems
 
 
-def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
-    """Validate `config`; raise :class:`ConfigError` listing every problem, else return it unchanged."""
-    problems = schema_problems(config, load_schema(schema_path))
+def nan_problems(value: Any, path: tuple = ()) -> list[str]:
+    """Every NaN in the config: it passes every schema bound (NaN compares false with all of them)."""
+    if isinstance(value, float) and math.isnan(value):
+        return [f"{_key_path(path)}: .nan is not a number; give a number (.inf where the key allows no limit)"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nan_problems(v, (*path, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in nan_problems(v, (*path, f"[{i}]"))]
+    return []
+
+
+def _template_fields(template: str) -> list[str] | str:
+    """The {field} names of a str.format template, or the reason it is not one."""
+    try:
+        return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as err:
+        return str(err)
+
+
+def _check_template(key: str, template: str, allowed: set[str], required: set[str], how: str) -> list[str]:
+    fields = _template_fields(template)
+    if isinstance(fields, str):
+        return [f"{key}: {template!r} is not a template ({fields}); write literal braces as {{{{ and }}}}"]
+    problems = []
+    unknown = sorted({f for f in fields if f not in allowed})
+    if unknown:
+        problems.append(f"{key}: unknown field(s) {', '.join('{' + f + '}' for f in unknown)} in {template!r}; "
+                        f"{how}")
+    missing = sorted(required - set(fields))
+    if missing:
+        problems.append(f"{key}: {template!r} has no {', '.join('{' + f + '}' for f in missing)}; {how}")
+    return problems
+
+
+def _prompt_format_problems(key: str, prompt_format: str) -> list[str]:
+    """prompt_format is cut at the literal {statement} / {options} fields, so any other {word} reaches the model."""
+    how = "the fields are {statement} (the fact's prompt) and {options} (the answer options)"
+    problems = [f"{key}: unknown field {{{f}}} in {prompt_format!r}; {how}"
+                for f in sorted(set(re.findall(r"\{(\w*)\}", prompt_format)) - {"statement", "options"})]
+    if "{statement}" not in prompt_format:
+        problems.append(f"{key}: {prompt_format!r} has no {{statement}}; {how}")
+    return problems
+
+
+def template_problems(config: dict[str, Any]) -> list[str]:
+    """Templates whose fields the code does not fill (they would reach a model or a path as literal text)."""
+    problems = []
+    for target, entry in (config.get("patching") or {}).get("targets", {}).items():
+        problems += _prompt_format_problems(f"patching.targets.{target}.prompt_format", entry["prompt_format"])
+    for target, entry in (config.get("hints") or {}).get("targets", {}).items():
+        problems += _check_template(f"hints.targets.{target}.hint_format", entry["hint_format"], {"letter"},
+                                    {"letter"}, "the one field is {letter} (the hinted answer, A-D)")
+    features = config.get("features") or {}
+    saes = [("features.sae", features.get("sae") or {})]
+    saes += [(f"features.targets.{t}.sae", e["sae"]) for t, e in features.get("targets", {}).items() if "sae" in e]
+    labels = [("features.labels", features.get("labels") or {})]
+    labels += [(f"features.targets.{t}.labels", e["labels"]) for t, e in features.get("targets", {}).items()
+               if "labels" in e]
+    for key, section in saes + labels:
+        for name in ("file", "subfolder", "sae_id"):
+            if isinstance(section.get(name), str):
+                problems += _check_template(f"{key}.{name}", section[name], {"layer"}, set(),
+                                            "the one field is {layer} (the target layer)")
+    return problems
+
+
+def setting_problems(config: dict[str, Any]) -> list[str]:
+    """Values that pass the schema one by one but not together."""
+    problems = []
+    features = config.get("features")
+    if features:
+        activations = features["activations"]
+        if activations["seq_len"] > activations["max_tokens"]:
+            problems.append(f"features.activations.seq_len: {activations['seq_len']} tokens per sequence but "
+                            f"max_tokens is {activations['max_tokens']}: not one sequence fits; lower seq_len or "
+                            "raise max_tokens")
+        n_test = features.get("split", {}).get("n_test")
+        n_similar = features["similarity"]["n_features"]
+        if n_test is not None and n_similar > n_test:
+            problems.append(f"features.similarity.n_features: {n_similar} features per layer, but the split holds "
+                            f"out {n_test} (features.split.n_test); lower n_features or raise n_test")
+    return problems
+
+
+def _train_sections(config: dict[str, Any]) -> list[tuple[str, dict]]:
+    """Every train section by key path (shared ones and per-run overrides)."""
+    sections = []
+    for task in ("patching", "hints"):
+        explain = (config.get(task) or {}).get("explain")
+        if explain:
+            sections.append((f"{task}.explain.train", explain["train"]))
+    explain = (config.get("features") or {}).get("explain")
+    for key, table in (("features.explain", explain), ("features.explain.table4", (explain or {}).get("table4"))):
+        if table:
+            if "train" in table:
+                sections.append((f"{key}.train", table["train"]))
+            for name, run in table.get("runs", {}).items():
+                if "train" in run:
+                    sections.append((f"{key}.runs.{name}.train", run["train"]))
+    return sections
+
+
+def file_problems(config: dict[str, Any], root: str | Path, workflow_dir: str | Path = SCHEMA_PATH.parents[1]
+                  ) -> list[str]:
+    """Input files the config names, read before any job: data paths relative to `root` (the directory the
+    jobs run in), DeepSpeed configs relative to `workflow_dir` (the Snakefile's, as the training rules read them).
+
+    Missing paths and DeepSpeed configs, and counts the builtin or local data cannot supply (n_options objects
+    per relation, n_pairs pairs, questions.n questions), which a job would otherwise find an hour later."""
+    root = Path(root)
+    problems = []
+
+    def missing(key: str, value: str, what: str, base: Path = root) -> bool:
+        path = base / value
+        if not path.exists():
+            problems.append(f"{key}: {value!r} does not exist (looked for {path}); {what}")
+            return True
+        return False
+
+    patching = config.get("patching")
+    if patching and patching["facts"]["backend"] in ("builtin", "files"):
+        facts = patching["facts"]
+        if facts["backend"] == "builtin" or not missing("patching.facts.path", facts["path"],
+                                                         "give a CounterFact .json, .jsonl or .parquet file"):
+            problems += _pair_problems(patching, root)
+    hints = config.get("hints")
+    if hints:
+        questions = hints["questions"]
+        if questions["backend"] == "files":
+            missing("hints.questions.path", questions["path"],
+                    "give an MMLU CSV folder, an MMLU CSV file or a .json/.jsonl/.parquet question file")
+        elif questions["backend"] == "builtin" and questions.get("n"):
+            from introspect.sources.questions import builtin_capacity
+
+            if questions["n"] > builtin_capacity():
+                problems.append(f"hints.questions.n: {questions['n']} questions asked, but the builtin generator "
+                                f"makes {builtin_capacity()}; lower n or use backend files/hf (MMLU)")
+    corpus = (config.get("features") or {}).get("corpus")
+    if corpus and corpus["backend"] == "files":
+        missing("features.corpus.path", corpus["path"], "give a text file, a folder of .txt files or a .jsonl(.gz)")
+    for key, train in _train_sections(config):
+        if train.get("engine") == "deepspeed" and train.get("deepspeed_config"):
+            value, base = train["deepspeed_config"], Path(workflow_dir)
+            if not missing(f"{key}.deepspeed_config", value, "name a DeepSpeed JSON config relative to the "
+                           "workflow folder (configs/deepspeed/*.json)", base):
+                try:
+                    json.loads((base / value).read_text())
+                except (OSError, UnicodeDecodeError, ValueError) as err:
+                    problems.append(f"{key}.deepspeed_config: {value!r} is not a JSON file ({err})")
+        if train.get("engine") == "deepspeed" and not train.get("deepspeed_config"):
+            problems.append(f"{key}.deepspeed_config: engine deepspeed needs one (configs/deepspeed/zero2.json, "
+                            "zero3.json)")
+    return problems
+
+
+def _pair_problems(patching: dict[str, Any], root: Path) -> list[str]:
+    """n_options and n_pairs against the facts the builtin table or the local file holds."""
+    from introspect.sources.facts import FactsError, first_word, load_facts, make_pairs
+
+    facts = dict(patching["facts"])
+    if facts.get("path"):
+        facts["path"] = str(root / facts["path"])
+    try:
+        loaded = load_facts(**facts)
+    except FactsError as err:
+        return [f"patching.facts: {err}"]
+    n_options = patching["n_options"]
+    objects: dict[str, set] = {}
+    for fact in loaded:
+        objects.setdefault(fact.relation_id, set()).add(first_word(fact.object))
+    most = max((len(v) for v in objects.values()), default=0)
+    if most < n_options:
+        return [f"patching.n_options: {n_options} options per prompt, but no relation of the facts has that many "
+                f"distinct objects (the most: {most}); lower n_options"]
+    possible = len(make_pairs(loaded, patching["n_pairs"], seed=0, n_options=n_options))
+    if possible < patching["n_pairs"]:
+        return [f"patching.n_pairs: {patching['n_pairs']} pairs asked, but the facts make {possible} with "
+                f"n_options {n_options}; lower n_pairs (or add facts)"]
+    return []
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH,
+                 root: str | Path | None = None) -> dict[str, Any]:
+    """Validate `config`; raise :class:`ConfigError` listing every problem, else return it unchanged.
+
+    With `root` (the directory the jobs run in) the files the config names are checked too (DeepSpeed
+    configs in the workflow folder, the one holding `schema_path`'s schemas/)."""
+    problems = nan_problems(config) + schema_problems(config, load_schema(schema_path))
     if not problems:  # cross-references only make sense once the shapes are right
-        problems = reference_problems(config)
+        problems = reference_problems(config) + template_problems(config) + setting_problems(config)
+    if not problems and root is not None:
+        problems = file_problems(config, root, Path(schema_path).resolve().parents[1])
     if problems:
         raise ConfigError(problems)
     return config

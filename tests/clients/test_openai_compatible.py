@@ -242,3 +242,24 @@ def test_identical_requests_share_one_rejected_reply(server, tmp_path, monkeypat
     asked = []
     replies = c.replies(requests, accept=lambda i, body: asked.append(i) or False)
     assert asked == [0] and c.http_requests == 1 and c.cache_hits == 2 and len({r for r in replies}) == 1
+
+
+@pytest.mark.parametrize("action, phrase", [("echo-key", "refused"), ("echo-key-500", "gave up after 2 tries")])
+def test_a_key_the_server_echoes_reaches_no_log_cache_or_traceback(server, tmp_path, monkeypatch, caplog, action,
+                                                                   phrase):
+    """401 and 500 bodies that repeat the key: not in the error, its traceback, any log record (the openai and
+    httpx loggers at DEBUG included) or any file the client wrote."""
+    import logging
+    import traceback
+
+    server.rules = {"cat": action}
+    c = client(server, tmp_path / "cache", monkeypatch, max_retries=1)
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(ClientError, match=phrase) as err:
+            c.reply(REQUEST)
+    assert all(KEY in e["auth"] for e in server.requests) and len(server.requests) == (1 if action == "echo-key" else 2)
+    assert "***" in str(err.value)
+    assert KEY not in "".join(traceback.format_exception(err.value)) and KEY not in repr(err.value)
+    assert caplog.records and KEY not in caplog.text
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(KEY.encode() not in p.read_bytes() for p in written)

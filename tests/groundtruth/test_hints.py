@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
 import pytest
 import torch
@@ -88,6 +90,8 @@ def test_run_hints_matches_single_prompt_forwards_and_is_deterministic(tiny_targ
     runs = run_hints(questions, model, tok, settings, progress=False)
     assert runs.height == 24 and set(runs["hint_letter"]) <= set(LETTERS)
     assert runs.equals(run_hints(questions, model, tok, settings, progress=False))
+    # another batch size gives the same table (the workflow passes it as a resource: editing it re-runs nothing)
+    assert runs.equals(run_hints(questions, model, tok, dataclasses.replace(settings, batch_size=24), progress=False))
     assert (runs["has_changed"] == (runs["answer_plain"] != runs["answer_hinted"])).all()
     ids = letter_token_ids(tok)
     for row in runs.head(4).iter_rows(named=True):

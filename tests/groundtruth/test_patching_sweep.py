@@ -183,6 +183,9 @@ def test_sweep_aligns_positions_of_subjects_of_different_lengths(tiny):
     settings1 = SweepSettings(FORMAT, chat=True, chunks=settings.chunks, batch_size=1, require_correct=False)
     again, _ = patch_sweep(pairs, model, tok, settings1, progress=False)
     assert again["patched_continuation"] == columns["patched_continuation"]
+    # the whole table, vectors included: the batch size is a speed setting (the workflow passes it as a
+    # resource, so editing it re-runs nothing)
+    assert sweep_frame(again).equals(df)
 
 
 def test_chunk_past_the_depth_is_refused(tiny):

@@ -187,3 +187,10 @@ def test_files_backend_reads_the_shared_web_sample():
     corpus = build_corpus(docs, 0.2, seed=0, max_words=20_000, max_doc_words=500)
     assert 20_000 <= corpus_stats(corpus)["words"] < 20_500
     assert set(corpus["split"]) == {"train", "eval"}
+
+
+@pytest.mark.parametrize("n_docs", [1, 2])
+def test_a_corpus_too_small_for_both_splits_is_an_error_naming_the_keys(n_docs):
+    # one document and eval_fraction 0.2: no eval document; the SAE stage would fail three jobs later
+    with pytest.raises(CorpusError, match=r"features.corpus: \d document\(s\) give 0 eval .* raise eval_fraction"):
+        build_corpus([doc(i) for i in range(n_docs)], eval_fraction=0.2, seed=0)

@@ -243,7 +243,9 @@ def test_question_file_errors(tmp_path):
 def test_load_questions_dispatch(tmp_path, mmlu_root):
     assert load_questions("builtin", n=20, seed=2) == builtin_questions(20, seed=2)
     assert len(load_questions("builtin")) == 1200
-    assert len(load_questions("builtin", n=10**6)) == builtin_capacity()  # all it can make
+    assert len(load_questions("builtin", n=builtin_capacity())) == builtin_capacity()
+    assert f"the builtin generator makes {builtin_capacity()}" in _message(  # an error, not a silent cap
+        lambda: load_questions("builtin", n=10**6))
     assert load_questions("files", path=mmlu_root) == load_mmlu_dir(mmlu_root)
     assert load_questions("files", path=mmlu_root, split="dev")[0].question == "Dev?"
     csv_path = mmlu_root / "test" / "algebra_test.csv"
@@ -264,7 +266,9 @@ def test_load_questions_subsample(tmp_path):
     indices = [int(q.question_id.split("/")[1]) for q in sample]
     assert indices == sorted(indices) and len(set(indices)) == 10
     assert sample != load_questions("files", path=path, n=10, seed=2)
-    assert len(load_questions("files", path=path, n=80)) == 50  # fewer exist: all of them
+    assert "hints.questions.n: 80 questions asked, but" in _message(  # fewer exist: an error, not a cap
+        lambda: load_questions("files", path=path, n=80))
+    assert len(load_questions("files", path=path, n=50)) == 50
 
 
 @pytest.fixture()

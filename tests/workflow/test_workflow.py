@@ -57,6 +57,22 @@ def test_editing_balancing_reruns_balancing_and_downstream_not_the_sweep(smoke_r
     assert "patching_sweep" not in jobs and "patching_pairs" not in jobs and "materialise_model" not in jobs
 
 
+def test_speed_settings_and_an_unused_check_prompt_rerun_nothing(smoke_run, tmp_path):
+    """Batch sizes of the sweep and hint runs and thread counts change no output (tests/groundtruth: the same
+    tables at other batch sizes); the check prompt is used only by GGUF conversions, and the smoke models are
+    random: none of these edits re-runs a job."""
+    def edit(config):
+        config["patching"]["batch_size"] = 5
+        config["hints"]["batch_size"] = 3
+        config["compute"]["threads"] = 1
+        config["materialise"]["check_prompt"] = "Rome is the capital of"
+
+    edited = write_config(tmp_path / "edited.yaml", SMOKE, edit)
+    dry = run_snakemake(smoke_run, "-n", configfile=edited)
+    assert dry.returncode == 0, output_of(dry)
+    assert planned_jobs(output_of(dry)) == {}, output_of(dry)[-3000:]
+
+
 def test_smoke_feature_ground_truth_is_built(smoke_run):
     import polars as pl
 

@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 SOURCES = ("gguf_wheel", "hf", "random")
 
@@ -23,7 +22,14 @@ ARCHITECTURES = ("llama", "gemma3_text")
 INFO_FILE = "introspect.json"
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+def __getattr__(name: str):
+    """``DTYPES`` (dtype name -> torch dtype), built on first use: the registry is read by the config check
+    that every `snakemake` start runs, which must not pay for importing torch (2.3 s here)."""
+    if name == "DTYPES":
+        import torch
+
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ModelRegistryError(ValueError):

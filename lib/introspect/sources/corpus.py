@@ -14,7 +14,6 @@ Backends:
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 import random
 import re
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import polars as pl
+
+from introspect.sources.records import read_jsonl, read_text
 
 
 class CorpusError(ValueError):
@@ -100,22 +101,16 @@ def _records_of(path: Path) -> list:
         if name.endswith(".parquet"):
             return pl.read_parquet(path).to_dicts()
         if name.endswith(".jsonl.gz") or name.endswith(".json.gz"):  # .json.gz: JSON Lines too (Dolma, CC dumps)
-            from introspect.sources.records import read_jsonl
-
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
-                return read_jsonl(handle.read(), str(path), CorpusError, "record with a 'text' field")
+            return read_jsonl(read_text(path, CorpusError), str(path), CorpusError, "record with a 'text' field")
         if name.endswith(".jsonl"):
-            from introspect.sources.records import read_jsonl
-
-            return read_jsonl(path.read_text(encoding="utf-8"), str(path), CorpusError,
-                              "record with a 'text' field")
+            return read_jsonl(read_text(path, CorpusError), str(path), CorpusError, "record with a 'text' field")
         if name.endswith(".json"):
-            records = json.loads(path.read_text(encoding="utf-8"))
+            records = json.loads(read_text(path, CorpusError))
             if not isinstance(records, list):
                 raise CorpusError(f"{path}: expected a JSON list of records with a 'text' field")
             return records
         if name.endswith(".txt"):
-            paragraphs = re.split(r"\n\s*\n\s*\n", path.read_text(encoding="utf-8"))
+            paragraphs = re.split(r"\n\s*\n\s*\n", read_text(path, CorpusError))
             return [{"text": p} for p in paragraphs]
     except (OSError, EOFError, json.JSONDecodeError, pl.exceptions.PolarsError) as exc:
         raise CorpusError(f"{path}: cannot be read ({exc})") from exc
@@ -212,6 +207,14 @@ def build_corpus(documents: Sequence[Document], eval_fraction: float, seed: int,
         total += _words(text)
         if max_words and total >= max_words:
             break
+    n_eval = sum(row["split"] == "eval" for row in rows)
+    if n_eval == 0 or n_eval == len(rows):  # the SAE, the exemplars and the eval sets need both splits
+        kept = f" (max_words {max_words} stopped after them)" if max_words and len(rows) < len(order) else ""
+        raise CorpusError(f"features.corpus: {len(rows)} document(s){kept} give {n_eval} eval and "
+                          f"{len(rows) - n_eval} train documents, but both splits need at least one (every "
+                          f"{period}th document is an eval document, eval_fraction {eval_fraction}); give more "
+                          "documents (a file per document, or paragraphs split by two blank lines in a .txt), "
+                          "raise max_words or raise eval_fraction")
     return pl.DataFrame(rows, schema={"doc_id": pl.String, "source": pl.String, "text": pl.String,
                                       "split": pl.String})
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequenc
 
 import polars as pl
 
-from introspect.sources.records import read_jsonl
+from introspect.sources.records import read_jsonl, read_text
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def load_counterfact_file(path: str | Path) -> list[Fact]:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise FactsError(f"{where}: cannot read as Parquet: {exc}") from exc
     else:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, FactsError)
         if not text.strip():
             raise FactsError(f"{where}: the file is empty; expected a list of CounterFact records")
         if suffix == ".jsonl":

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import polars as pl
 
 from introspect.sources.facts import Fact, FactsError, builtin_facts, first_word
-from introspect.sources.records import read_jsonl
+from introspect.sources.records import read_jsonl, read_text
 
 log = logging.getLogger(__name__)
 
@@ -341,8 +341,8 @@ def load_mmlu_csv(path: str | Path, subject: str | None = None) -> list[Question
                 record = dict(zip(("question", *LETTERS, "answer"), fields))
                 questions.append(_question(record, str(path), context, subject, f"{subject}/{row - 1}"))
     except UnicodeDecodeError as exc:
-        raise QuestionsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the file "
-                             "as UTF-8") from exc
+        raise QuestionsError(f"{path} row {row + 1}: not UTF-8 text ({exc.reason}); save the file as UTF-8"
+                             ) from None
     except csv.Error as exc:
         raise QuestionsError(f"{path} row {row + 1}: not valid CSV ({exc}); expected {CSV_COLUMNS}") from exc
     if not questions:
@@ -401,7 +401,7 @@ def load_question_file(path: str | Path) -> list[Question]:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise QuestionsError(f"{where}: cannot read as Parquet: {exc}") from exc
     else:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path, QuestionsError)
         if not text.strip():
             raise QuestionsError(f"{where}: the file is empty; expected a list of question records")
         if path.suffix.lower() == ".jsonl":
@@ -505,8 +505,8 @@ def load_questions(backend: str, *, path: str | Path | None = None, dataset: str
                    per_subject: int | None = None, seed: int = 0) -> list[Question]:
     """Questions from a backend: 'builtin', 'files' (an MMLU CSV folder or a question file) or 'hf'.
 
-    With `n`, at most `n` questions: the builtin generator makes `n` (or all it can); other backends
-    keep a seeded subsample of `n`, in their original order, drawn from all subjects pooled (so a subject's
+    With `n`, exactly `n` questions (more than the source has is an error, not a cap): the builtin generator
+    makes `n`; other backends keep a seeded subsample of `n`, in their original order, drawn from all subjects pooled (so a subject's
     share follows its size). With `per_subject` ('files' and 'hf' only; not together with `n`), exactly
     that many from every subject instead (:func:`sample_per_subject`); a subject with fewer is an error.
     `path` is read by 'files', `dataset` by 'hf', `subjects` and `split` by both; the builtin generator has
@@ -528,8 +528,9 @@ def load_questions(backend: str, *, path: str | Path | None = None, dataset: str
         capacity = builtin_capacity()
         wanted = DEFAULT_BUILTIN if n is None else n
         if wanted > capacity:
-            log.warning("the builtin generator makes %d questions; %d were asked for", capacity, wanted)
-        return builtin_questions(min(wanted, capacity), seed)
+            raise QuestionsError(f"hints.questions.n: {wanted} questions asked, but the builtin generator makes "
+                                 f"{capacity}; lower n or use backend files/hf (MMLU)")
+        return builtin_questions(wanted, seed)
     if backend == "files":
         if path is None:
             raise QuestionsError("the 'files' backend needs a path: an MMLU CSV folder ({root}/{split}/"
@@ -546,9 +547,11 @@ def load_questions(backend: str, *, path: str | Path | None = None, dataset: str
     if per_subject is not None:
         return sample_per_subject(questions, per_subject, seed, str(path) if backend == "files" else
                                   f"{dataset or DEFAULT_HF_DATASET} [{split}]")
-    if n is None or n >= len(questions):
-        if n is not None and n > len(questions):
-            log.warning("only %d questions are available; %d were asked for", len(questions), n)
+    if n is not None and n > len(questions):
+        source = str(path) if backend == "files" else f"{dataset or DEFAULT_HF_DATASET} [{split}]"
+        raise QuestionsError(f"hints.questions.n: {n} questions asked, but {source} has {len(questions)}"
+                             f"{' in the subjects chosen' if subjects else ''}; lower n (or null for all of them)")
+    if n is None or n == len(questions):
         return questions
     keep = sorted(random.Random(f"{seed}:subsample").sample(range(len(questions)), n))
     return [questions[i] for i in keep]

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 from typing import Any
+
+
+def read_text(path: str | Path, error: type[Exception] = ValueError) -> str:
+    """A UTF-8 text file (gzip-compressed when its name ends in .gz) as one string; a byte that is not UTF-8
+    raises `error` naming the file, the line and the byte instead of a bare UnicodeDecodeError."""
+    path = Path(path)
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise error(f"{path}: cannot be read ({exc})") from exc
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise error(f"{path} line {line}: byte {raw[exc.start]:#04x} (at offset {exc.start}) is not UTF-8; save "
+                    "the file as UTF-8") from None
 
 
 def read_jsonl(text: str, where: str, error: type[Exception] = ValueError,
