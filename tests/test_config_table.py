@@ -68,7 +68,7 @@ BAD = [
     ({"patching.explain.rows.0.explainer": "tiny-nothing"}, "patching.explain.rows[0].explainer", "not a model"),
     ({f"{TRAIN}.lr": -1}, f"{TRAIN}.lr", "minimum"),
     ({f"{TRAIN}.tuning": "qlora"}, f"{TRAIN}.tuning", "is not one of"),
-    ({f"{TRAIN}.engine": "deepspeed"}, f"{TRAIN}.deepspeed_config", "engine deepspeed needs one"),
+    ({f"{TRAIN}.engine": "deepspeed"}, f"{TRAIN}.deepspeed_config", "engine deepspeed (set in"),
     ({f"{TRAIN}.engine": "deepspeed", f"{TRAIN}.deepspeed_config": "configs/deepspeed/zero9.json"},
      f"{TRAIN}.deepspeed_config", "does not exist"),
     ({"hints.questions.n": 100000}, "hints.questions.n", "builtin generator makes"),
@@ -129,6 +129,48 @@ def test_a_malformed_config_names_its_key(edits, key, phrase):
 
 def test_the_unedited_smoke_config_passes_every_check():
     assert check_config(copy.deepcopy(SMOKE), root=REPO) == SMOKE
+
+
+def test_valid_edge_values_pass():
+    config = edited({"features.activations.max_tokens": None,  # the whole corpus
+                     "patching.balance.max_ratio": math.inf})
+    assert check_config(config, root=REPO) == config
+
+
+def test_deepspeed_settings_are_checked_as_each_run_merges_them():
+    # engine in the shared settings, the JSON in the run: valid; a run's missing JSON names the run's key
+    config = edited({"features.explain.train.engine": "deepspeed",
+                     "features.explain.train.deepspeed_config": "configs/deepspeed/zero1.json"})
+    check_config(config, root=REPO)
+    config["features"]["explain"]["runs"]["self-full"]["train"] = {"deepspeed_config": "configs/deepspeed/zero7.json"}
+    assert problems_of(config) == [f"{RUN}.train.deepspeed_config: 'configs/deepspeed/zero7.json' does not exist "
+                                   f"(looked for {REPO / 'configs/deepspeed/zero7.json'}); name a DeepSpeed JSON "
+                                   "config relative to the workflow folder (configs/deepspeed/*.json)"]
+    # a run that turns DeepSpeed on without a JSON anywhere: named once, with where the engine was set
+    config = edited({f"{RUN}.train": {"engine": "deepspeed"}})
+    assert problems_of(config) == [f"features.explain.train.deepspeed_config (run {RUN}): engine deepspeed (set "
+                                   f"in {RUN}.train.engine) needs a DeepSpeed JSON config, e.g. "
+                                   "configs/deepspeed/zero1.json or zero3.json"]
+
+
+def test_json_config_files_read_as_json(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{\n\t"materialise": {"logits_atol": 1e-4}\n}')  # tab-indented JSON is valid JSON
+    assert read_config_file(path) == {"materialise": {"logits_atol": 1e-4}}
+    path.write_text('{"seed": 0, "seed": 1}')
+    with pytest.raises(ConfigFileError, match="'seed' is written twice"):
+        read_config_file(path)
+
+
+def test_check_config_command_merges_an_overlay_over_its_base(tmp_path, capsys):
+    from introspect.cli import main
+
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("seed: 3\n")
+    assert main(["check-config", str(REPO / "configs/smoke.yaml"), str(overlay)]) == 0
+    overlay.write_text("seed: three\n")
+    assert main(["check-config", str(REPO / "configs/smoke.yaml"), str(overlay)]) == 2
+    assert "seed: 'three' is not of type integer" in capsys.readouterr().err
 
 
 def test_a_local_facts_file_is_checked_for_options_and_pairs(tmp_path):

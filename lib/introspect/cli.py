@@ -110,23 +110,27 @@ def describe_vectors(checkpoint: str | Path, vectors: torch.Tensor, layer: int, 
 
 
 def check_config_command(files: list[str]) -> int:
-    """`introspect check-config`: 0 when every file is valid, 2 (problems on stderr) otherwise."""
+    """`introspect check-config`: 0 when the files are valid, 2 (problems on stderr) otherwise. Several files
+    are merged in order first, as `snakemake --configfile A B` merges them (an overlay after its base)."""
     from introspect.config import ConfigError, check_config
-    from introspect.configfiles import ConfigFileError, read_config_file
+    from introspect.configfiles import ConfigFileError, merge_configs, read_config_file
 
-    status = 0
+    merged, bad = {}, False
     for name in files:
         try:
-            check_config(read_config_file(name), root=Path.cwd())
+            merged = merge_configs(merged, read_config_file(name))
         except ConfigFileError as err:
             print(f"introspect check-config: {err}", file=sys.stderr)
-            status = 2
-        except ConfigError as err:
-            print(f"introspect check-config: {name}: {err}", file=sys.stderr)
-            status = 2
-        else:
-            print(f"{name}: valid")
-    return status
+            bad = True
+    if bad:
+        return 2
+    try:
+        check_config(merged, root=Path.cwd())
+    except ConfigError as err:
+        print(f"introspect check-config: {' + '.join(files)}: {err}", file=sys.stderr)
+        return 2
+    print(f"{' + '.join(files)}: valid")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Read each file strictly (syntax errors and keys written twice, with file:line:column), "
                     "then check it against schemas/config.schema.yaml and its cross-references, as "
                     "`snakemake -n --configfile FILE` does. Exit status 0 when every file is valid.")
-    check.add_argument("files", nargs="+", help="config files (config.yaml, configs/*.yaml or your own)")
+    check.add_argument("files", nargs="+", help="config files (config.yaml, configs/*.yaml or your own); several "
+                       "are merged in order, as snakemake --configfile merges them (base first, then overlays)")
     args = top.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     if args.command == "check-config":

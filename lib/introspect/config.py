@@ -7,6 +7,7 @@ run at start-up instead of an hour into it.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import string
@@ -54,7 +55,7 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         return f"{where}: {error.instance!r} is not of type {error.validator_value}"
     if error.validator == "pattern":
-        if re.fullmatch(r"(?:\\.|[\w ])*", error.validator_value):  # an escaped literal such as \{letter\}
+        if re.fullmatch(r"(?:\\[^\w\s]|[\w ])*", error.validator_value):  # a literal such as \{letter\}
             literal = re.sub(r"\\(.)", r"\1", error.validator_value)
             return f"{where}: {error.instance!r} must contain {literal!r}"
         return f"{where}: {error.instance!r} does not match the pattern {error.validator_value!r}"
@@ -250,7 +251,7 @@ def nan_problems(value: Any, path: tuple = ()) -> list[str]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in nan_problems(v, (*path, k))]
     if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in nan_problems(v, (*path, f"[{i}]"))]
+        return [p for i, v in enumerate(value) for p in nan_problems(v, (*path, i))]
     return []
 
 
@@ -315,7 +316,7 @@ def setting_problems(config: dict[str, Any]) -> list[str]:
     features = config.get("features")
     if features:
         activations = features["activations"]
-        if activations["seq_len"] > activations["max_tokens"]:
+        if activations.get("max_tokens") is not None and activations["seq_len"] > activations["max_tokens"]:
             problems.append(f"features.activations.seq_len: {activations['seq_len']} tokens per sequence but "
                             f"max_tokens is {activations['max_tokens']}: not one sequence fits; lower seq_len or "
                             "raise max_tokens")
@@ -327,22 +328,26 @@ def setting_problems(config: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _train_sections(config: dict[str, Any]) -> list[tuple[str, dict]]:
-    """Every train section by key path (shared ones and per-run overrides)."""
-    sections = []
+def _trainings(config: dict[str, Any]) -> list[tuple[dict, Any]]:
+    """The train settings of every training the config asks for, as the rules merge them (a feature run's
+    overrides over features.explain.train), each with a function naming the section a key was set in."""
+    trainings = []
     for task in ("patching", "hints"):
         explain = (config.get(task) or {}).get("explain")
         if explain:
-            sections.append((f"{task}.explain.train", explain["train"]))
+            trainings.append((explain["train"], lambda key, task=task: f"{task}.explain.train.{key}"))
     explain = (config.get("features") or {}).get("explain")
-    for key, table in (("features.explain", explain), ("features.explain.table4", (explain or {}).get("table4"))):
-        if table:
-            if "train" in table:
-                sections.append((f"{key}.train", table["train"]))
-            for name, run in table.get("runs", {}).items():
-                if "train" in run:
-                    sections.append((f"{key}.runs.{name}.train", run["train"]))
-    return sections
+    if explain:
+        shared = explain["train"]
+        for table_key, table in (("features.explain", explain), ("features.explain.table4", explain.get("table4"))):
+            for name, run in (table or {}).get("runs", {}).items():
+                own = run.get("train", {})
+
+                def where(key, own=own, run_key=f"{table_key}.runs.{name}.train"):
+                    return f"{run_key}.{key}" if key in own else f"features.explain.train.{key} (run {run_key[:-6]})"
+
+                trainings.append(({**shared, **own}, where))
+    return trainings
 
 
 def file_problems(config: dict[str, Any], root: str | Path, workflow_dir: str | Path = SCHEMA_PATH.parents[1]
@@ -367,7 +372,7 @@ def file_problems(config: dict[str, Any], root: str | Path, workflow_dir: str | 
         facts = patching["facts"]
         if facts["backend"] == "builtin" or not missing("patching.facts.path", facts["path"],
                                                          "give a CounterFact .json, .jsonl or .parquet file"):
-            problems += _pair_problems(patching, root)
+            problems += _pair_problems(patching, root, config.get("seed", 0))
     hints = config.get("hints")
     if hints:
         questions = hints["questions"]
@@ -383,22 +388,23 @@ def file_problems(config: dict[str, Any], root: str | Path, workflow_dir: str | 
     corpus = (config.get("features") or {}).get("corpus")
     if corpus and corpus["backend"] == "files":
         missing("features.corpus.path", corpus["path"], "give a text file, a folder of .txt files or a .jsonl(.gz)")
-    for key, train in _train_sections(config):
-        if train.get("engine") == "deepspeed" and train.get("deepspeed_config"):
-            value, base = train["deepspeed_config"], Path(workflow_dir)
-            if not missing(f"{key}.deepspeed_config", value, "name a DeepSpeed JSON config relative to the "
-                           "workflow folder (configs/deepspeed/*.json)", base):
-                try:
-                    json.loads((base / value).read_text())
-                except (OSError, UnicodeDecodeError, ValueError) as err:
-                    problems.append(f"{key}.deepspeed_config: {value!r} is not a JSON file ({err})")
-        if train.get("engine") == "deepspeed" and not train.get("deepspeed_config"):
-            problems.append(f"{key}.deepspeed_config: engine deepspeed needs one (configs/deepspeed/zero2.json, "
-                            "zero3.json)")
-    return problems
+    for train, where in _trainings(config):
+        if train.get("engine") != "deepspeed":
+            continue
+        value, base = train.get("deepspeed_config"), Path(workflow_dir)
+        if not value:
+            problems.append(f"{where('deepspeed_config')}: engine deepspeed (set in {where('engine')}) needs a "
+                            "DeepSpeed JSON config, e.g. configs/deepspeed/zero1.json or zero3.json")
+        elif not missing(where("deepspeed_config"), value, "name a DeepSpeed JSON config relative to the workflow "
+                         "folder (configs/deepspeed/*.json)", base):
+            try:
+                json.loads((base / value).read_text())
+            except (OSError, UnicodeDecodeError, ValueError) as err:
+                problems.append(f"{where('deepspeed_config')}: {value!r} is not a JSON file ({err})")
+    return list(dict.fromkeys(problems))  # runs sharing one setting report it once
 
 
-def _pair_problems(patching: dict[str, Any], root: Path) -> list[str]:
+def _pair_problems(patching: dict[str, Any], root: Path, seed: int) -> list[str]:
     """n_options and n_pairs against the facts the builtin table or the local file holds."""
     from introspect.sources.facts import FactsError, first_word, load_facts, make_pairs
 
@@ -417,7 +423,13 @@ def _pair_problems(patching: dict[str, Any], root: Path) -> list[str]:
     if most < n_options:
         return [f"patching.n_options: {n_options} options per prompt, but no relation of the facts has that many "
                 f"distinct objects (the most: {most}); lower n_options"]
-    possible = len(make_pairs(loaded, patching["n_pairs"], seed=0, n_options=n_options))
+    facts_log = logging.getLogger("introspect.sources.facts")  # its skip/short warnings belong to the job's log
+    level = facts_log.level
+    facts_log.setLevel(logging.ERROR)
+    try:
+        possible = len(make_pairs(loaded, patching["n_pairs"], seed=seed, n_options=n_options))
+    finally:
+        facts_log.setLevel(level)
     if possible < patching["n_pairs"]:
         return [f"patching.n_pairs: {patching['n_pairs']} pairs asked, but the facts make {possible} with "
                 f"n_options {n_options}; lower n_pairs (or add facts)"]

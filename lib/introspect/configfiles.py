@@ -9,6 +9,7 @@ Snakemake stops before the workflow's own code runs, so that command is the way 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -60,6 +61,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         line = raw[:exc.start].count(b"\n") + 1
         raise ConfigFileError(f"{path}:{line}: byte {raw[exc.start]:#04x} is not UTF-8; save the file as UTF-8"
                               ) from None
+    try:  # JSON first, as Snakemake reads it (YAML 1.1 would read a JSON 1e-4 as a string)
+        data = json.loads(text, object_pairs_hook=_unique_pairs(path))
+    except json.JSONDecodeError:
+        pass
+    else:
+        return _mapping(path, data)
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
@@ -74,6 +81,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigFileError(f"{where}: {problem}{context}{hint}") from None
     except yaml.YAMLError as exc:
         raise ConfigFileError(f"{path}: not valid YAML: {exc}") from None
+    return _mapping(path, data)
+
+
+def _mapping(path: Path, data: Any) -> dict[str, Any]:
     if data is None:
         raise ConfigFileError(f"{path}: the config file is empty; expected a mapping of sections (seed, compute, "
                               "models, ...), as in config.yaml")
@@ -81,6 +92,31 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigFileError(f"{path}: the top level is a {type(data).__name__}; expected a mapping of sections "
                               "(seed, compute, models, ...), as in config.yaml")
     return data
+
+
+def _unique_pairs(path: Path):
+    """json.loads' object_pairs_hook: a key written twice in one JSON object is an error, as in YAML."""
+    def hook(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ConfigFileError(f"{path}: the key {key!r} is written twice in one JSON object; only the last "
+                                      "would be kept, so delete or merge one of them")
+            seen.add(key)
+        return dict(pairs)
+    return hook
+
+
+def merge_configs(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """`overlay` over `base` as Snakemake merges config files given in order: mappings merge key by key,
+    anything else is replaced."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_configs(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def check_config_files(paths: Iterable[str | Path]) -> None:

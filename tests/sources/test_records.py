@@ -55,6 +55,7 @@ def test_a_question_file_that_is_not_utf8_is_named_with_its_line(tmp_path, name,
     ("docs.json", b"[" + NOT_UTF8 + b"]"),
     ("docs.jsonl.gz", gzip.compress(NOT_UTF8)),
     ("broken.jsonl.gz", b"not gzip at all"),
+    ("damaged.jsonl.gz", (lambda gz: gz[:12] + b"\xff" * 16 + gz[28:])(gzip.compress(NOT_UTF8 * 20))),  # zlib.error
 ])
 def test_a_corpus_file_that_cannot_be_decoded_is_named(tmp_path, name, content):
     from introspect.sources.corpus import CorpusError, file_documents

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ def read_text(path: str | Path, error: type[Exception] = ValueError) -> str:
     path = Path(path)
     try:
         raw = gzip.decompress(path.read_bytes()) if path.name.lower().endswith(".gz") else path.read_bytes()
-    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError; a damaged body, zlib.error
         raise error(f"{path}: cannot be read ({exc})") from exc
     try:
         return raw.decode("utf-8-sig")
