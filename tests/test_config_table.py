@@ -98,7 +98,7 @@ BAD = [
      "taken by a baseline"),
     ({"features.explain.runs.other-random.projection": "none"}, "features.explain.runs.other-random.projection",
      "differ in hidden size"),
-    ({"features.explain.baselines": ["nn_everything"]}, "features.explain.baselines.0", ""),
+    ({"features.explain.baselines": ["nn_everything"]}, "features.explain.baselines.0", "is not one of"),
     ({"features.explain.judge.backend": "gpt"}, "features.explain.judge.backend", "is not one of"),
     ({"features.explain.scaling.runs": ["nothing"]}, "features.explain.scaling.runs[0]", "is not one of"),
     ({"features.explain.table4.runs.self-full": {"explainer": "tiny-gemma3"}},

@@ -9,6 +9,6 @@ with logged(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
         ModelSpec(**snakemake.params.spec),  # noqa: F821
         tokenizer_dir=snakemake.input.tokenizer,  # noqa: F821
         out_dir=snakemake.output[0],  # noqa: F821
-        # None for a model without a GGUF to check against (the rule passes the check only where it is made)
-        **{k: v for k in ("check_prompt", "logits_atol") if (v := snakemake.params.get(k)) is not None},  # noqa: F821
+        check_prompt=snakemake.params.check_prompt,  # noqa: F821 (None: no GGUF to check against)
+        logits_atol=snakemake.params.logits_atol,  # noqa: F821
     )

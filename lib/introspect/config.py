@@ -343,8 +343,8 @@ def _trainings(config: dict[str, Any]) -> list[tuple[dict, Any]]:
             for name, run in (table or {}).get("runs", {}).items():
                 own = run.get("train", {})
 
-                def where(key, own=own, run_key=f"{table_key}.runs.{name}.train"):
-                    return f"{run_key}.{key}" if key in own else f"features.explain.train.{key} (run {run_key[:-6]})"
+                def where(key, own=own, run_key=f"{table_key}.runs.{name}"):
+                    return f"{run_key}.train.{key}" if key in own else f"features.explain.train.{key} (run {run_key})"
 
                 trainings.append(({**shared, **own}, where))
     return trainings
@@ -406,7 +406,7 @@ def file_problems(config: dict[str, Any], root: str | Path, workflow_dir: str | 
 
 def _pair_problems(patching: dict[str, Any], root: Path, seed: int) -> list[str]:
     """n_options and n_pairs against the facts the builtin table or the local file holds."""
-    from introspect.sources.facts import FactsError, first_word, load_facts, make_pairs
+    from introspect.sources.facts import FactsError, load_facts, make_pairs, option_counts
 
     facts = dict(patching["facts"])
     if facts.get("path"):
@@ -416,10 +416,7 @@ def _pair_problems(patching: dict[str, Any], root: Path, seed: int) -> list[str]
     except FactsError as err:
         return [f"patching.facts: {err}"]
     n_options = patching["n_options"]
-    objects: dict[str, set] = {}
-    for fact in loaded:
-        objects.setdefault(fact.relation_id, set()).add(first_word(fact.object))
-    most = max((len(v) for v in objects.values()), default=0)
+    most = max(option_counts(loaded).values(), default=0)
     if most < n_options:
         return [f"patching.n_options: {n_options} options per prompt, but no relation of the facts has that many "
                 f"distinct objects (the most: {most}); lower n_options"]

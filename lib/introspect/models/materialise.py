@@ -229,10 +229,12 @@ def materialise_model(
     spec: ModelSpec,
     tokenizer_dir: str | Path,
     out_dir: str | Path,
-    check_prompt: str = "The capital of France is",
-    logits_atol: float = 1e-4,
+    check_prompt: str | None = "The capital of France is",
+    logits_atol: float | None = 1e-4,
 ) -> ModelInfo:
-    """Write `spec` as an HF folder at `out_dir` (atomically) and return what was recorded about it."""
+    """Write `spec` as an HF folder at `out_dir` (atomically) and return what was recorded about it.
+
+    `check_prompt` and `logits_atol` are used by GGUF conversions only (the workflow passes None otherwise)."""
     import transformers
 
     out_dir = Path(out_dir)
@@ -241,6 +243,9 @@ def materialise_model(
     reference = None
     with tempfile.TemporaryDirectory(prefix="materialise-") as scratch:
         if spec.source == "gguf_wheel":
+            if check_prompt is None or logits_atol is None:
+                raise ValueError(f"models.{spec.name}: a GGUF conversion is checked against the GGUF model's "
+                                 "logits; give materialise.check_prompt and logits_atol")
             reference, model, provenance = _convert_gguf(spec, Path(scratch))
         elif spec.source == "random":
             model = _build_random(spec, tokenizer)

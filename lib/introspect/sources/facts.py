@@ -310,12 +310,7 @@ def make_pairs(facts: Iterable[Fact], n_pairs: int, seed: int, n_options: int = 
         raise ValueError(f"n_options must be at least 2 (the two objects of a pair), got {n_options}")
     if n_pairs < 0:
         raise ValueError(f"n_pairs must be >= 0, got {n_pairs}")
-    by_relation: dict[str, list[Fact]] = {}
-    for fact in dict.fromkeys(facts):  # drops exact duplicates, keeps order
-        if fact.object.strip().lower() == UNKNOWN:
-            log.debug("skipping %r: its object collides with the 'unknown' option", fact)
-            continue
-        by_relation.setdefault(fact.relation_id, []).append(fact)
+    by_relation = _by_relation(facts)
     streams: list[Iterator[FactPair]] = []
     for relation_id, relation_facts in by_relation.items():
         keys = dict.fromkeys(option_key(f.object) for f in relation_facts)
@@ -339,6 +334,24 @@ def make_pairs(facts: Iterable[Fact], n_pairs: int, seed: int, n_options: int = 
         log.warning("only %d counterfactual pairs are possible from %d relations; %d were asked for",
                     len(pairs), len(by_relation), n_pairs)
     return pairs
+
+
+def _by_relation(facts: Iterable[Fact]) -> dict[str, list[Fact]]:
+    """The facts a pair can be drawn from, by relation: exact duplicates dropped (order kept), and facts whose
+    object collides with the 'unknown' option left out."""
+    by_relation: dict[str, list[Fact]] = {}
+    for fact in dict.fromkeys(facts):
+        if fact.object.strip().lower() == UNKNOWN:
+            log.debug("skipping %r: its object collides with the 'unknown' option", fact)
+            continue
+        by_relation.setdefault(fact.relation_id, []).append(fact)
+    return by_relation
+
+
+def option_counts(facts: Iterable[Fact], option_key: Callable[[str], Hashable] = first_word) -> dict[str, int]:
+    """Distinct options (by `option_key`) of each relation, as :func:`make_pairs` counts them: a relation with
+    fewer than n_options is skipped there."""
+    return {relation: len({option_key(f.object) for f in group}) for relation, group in _by_relation(facts).items()}
 
 
 def _relation_pairs(facts: list[Fact], n_options: int, option_key: Callable[[str], Hashable],
